@@ -1,0 +1,81 @@
+"""The FastAPI application: wiring only. Routers live in server/api/, pages in server/pages.py."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from server.db import Database
+from server.live import Broker
+from server.settings import Settings, get_settings
+
+log = logging.getLogger("ganscope.server")
+ROOT = Path(__file__).resolve().parent.parent
+STATIC_DIR = ROOT / "static"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from server.store.migrate import migrate
+
+        settings.home.mkdir(parents=True, exist_ok=True)
+        settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        migrate(app.state.db)
+        app.state.broker.bind(asyncio.get_running_loop())
+        background = [asyncio.create_task(t(app)) for t in app.state.background_tasks]
+        try:
+            yield
+        finally:
+            for t in background:
+                t.cancel()
+            app.state.db.dispose()
+
+    app = FastAPI(
+        title="ganscope",
+        version="1",
+        description="GAN training diagnostics: launch jobs, stream signals, detect failure signatures.",
+        default_response_class=ORJSONResponse,  # orjson writes NaN/Inf as null: the JSON stays valid
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = Database(settings.sqlalchemy_url)
+    app.state.broker = Broker()
+    app.state.background_tasks = []  # async callables(app) started with the server
+
+    from server.api import alerts, ingest, jobs, runs, stream, workers
+    from server import pages
+
+    for module in (jobs, runs, workers, ingest, alerts, stream, pages):
+        app.include_router(module.router)
+        setup = getattr(module, "setup", None)
+        if setup is not None:
+            setup(app)  # e.g. register a background task
+    if STATIC_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/healthz", tags=["meta"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()]
+        return ORJSONResponse(status_code=422, content={"detail": detail})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return ORJSONResponse(status_code=500, content={"detail": f"internal error ({type(exc).__name__}); see server log"})
+
+    return app

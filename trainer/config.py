@@ -1,0 +1,203 @@
+"""The job schema: every knob of a ganscope training job, with the DCGAN paper's defaults.
+
+This module imports no torch: the server validates jobs with it (DESIGN.md,
+"Dependency direction"). Field names are the REST/YAML contract; do not rename.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+IMAGE_DATASETS = ("shapes", "mnist", "fashion_mnist", "cifar10", "celeba", "folder")
+TOY_2D_DATASETS = ("ring8", "grid25")
+TOY_1D_DATASETS = ("gauss1d", "bimodal1d", "trimodal1d", "poisson1d")
+DATASETS = IMAGE_DATASETS + TOY_2D_DATASETS + TOY_1D_DATASETS
+# torchvision sets and the user's folder live on disk under data_root; the rest are generated.
+DISK_DATASETS = ("mnist", "fashion_mnist", "cifar10", "celeba", "folder")
+IMAGE_SIZES = (16, 32, 64, 128)
+# Channels each image dataset yields.
+DATASET_CHANNELS = {"shapes": 3, "mnist": 1, "fashion_mnist": 1, "cifar10": 3, "celeba": 3, "folder": 3}
+
+DatasetName = Literal[
+    "shapes", "mnist", "fashion_mnist", "cifar10", "celeba", "folder",
+    "ring8", "grid25", "gauss1d", "bimodal1d", "trimodal1d", "poisson1d",
+]
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Operator-set caps on what one job may ask for (server settings fill these)."""
+
+    max_batch_size: int = 1024
+    max_image_size: int = 128
+    max_steps: int = 10_000_000
+
+
+class JobConfig(BaseModel):
+    """One training job. Unknown fields are rejected so a typo never silently does nothing."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # --- what and where -----------------------------------------------------
+    name: str = Field("", max_length=200, description="Free text shown everywhere (always escaped).")
+    dataset: DatasetName = Field("shapes", description="Training data; `shapes` is procedural and needs no download.")
+    data_root: str | None = Field(
+        None, max_length=1000,
+        description="Folder (inside the server's data root) holding a torchvision set or an image folder.",
+    )
+
+    # --- networks (DCGAN, Radford et al. 2015) -------------------------------
+    image_size: int = Field(64, description="Side in pixels: 16, 32, 64 or 128. Network depth follows it.")
+    nz: int = Field(100, ge=1, le=1024, description="Latent size.")
+    ngf: int = Field(64, ge=1, le=1024, description="Generator width (feature maps of its last hidden layer).")
+    ndf: int = Field(64, ge=1, le=1024, description="Discriminator width (feature maps of its first layer).")
+    d_downsample: Literal["strided", "avgpool"] = Field(
+        "strided", description="Strided convolutions (DCGAN) or stride-1 conv + average pooling in D.")
+    batch_norm: bool = Field(True, description="Batch norm in both nets (not on G's output nor D's input layer).")
+    bn_momentum: float = Field(0.1, gt=0, le=1, description="PyTorch convention: 0.1 equals TF's decay 0.9.")
+    g_act: Literal["relu", "leaky_relu"] = Field("relu", description="Hidden activation in G (tanh output).")
+    d_act: Literal["relu", "leaky_relu"] = Field("leaky_relu", description="Hidden activation in D (sigmoid output).")
+    leaky_slope: float = Field(0.2, ge=0, lt=1, description="Negative slope of LeakyReLU.")
+    init: Literal["normal", "xavier", "default"] = Field(
+        "normal", description="Weight init: N(0, init_std) as in DCGAN, xavier, or PyTorch's default.")
+    init_std: float = Field(0.02, gt=0, le=10, description="Std of the normal init (0.02 in DCGAN).")
+    minibatch_disc: bool = Field(False, description="Minibatch discrimination layer in D (Salimans et al. 2016).")
+    toy_hidden: int = Field(128, ge=2, le=4096, description="Hidden width of the MLP G and D on toy datasets.")
+    toy_layers: int = Field(3, ge=1, le=8, description="Hidden layers of the MLP G and D on toy datasets.")
+
+    # --- optimisation --------------------------------------------------------
+    lr_d: float = Field(2e-4, gt=0, le=1, description="Adam learning rate of D.")
+    lr_g: float = Field(2e-4, gt=0, le=1, description="Adam learning rate of G.")
+    beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1 (0.5 in DCGAN).")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2.")
+    batch_size: int = Field(128, ge=1, description="Images (or points) per batch.")
+    d_steps: int = Field(1, ge=1, le=100, description="D updates per G update.")
+    g_steps: int = Field(1, ge=1, le=100, description="G updates per D update.")
+    label_smoothing: float = Field(
+        1.0, description="One-sided target for real samples, in (0, 1]: 1.0 is off, 0.9 is the classic trick.")
+    fm_weight: float = Field(0.0, ge=0, le=1000, description="Feature-matching weight in G's loss (0 is off).")
+    fm_warmup_steps: int = Field(
+        0, ge=0, description="Steps over which the feature-matching weight ramps from 0, adversarial term first.")
+    loss: Literal["nonsaturating", "minimax"] = Field(
+        "nonsaturating", description="G's adversarial loss: -log D(G(z)) or log(1 - D(G(z))).")
+    steps: int = Field(2000, ge=1, description="Optimisation steps (one step = d_steps D updates + g_steps G updates).")
+    epochs: int | None = Field(None, ge=1, description="If set, overrides steps: passes over a finite dataset.")
+
+    # --- reporting -----------------------------------------------------------
+    sample_every: int = Field(100, ge=1, description="Steps between fixed-z sample grids.")
+    checkpoint_every: int = Field(500, ge=1, description="Steps between checkpoints (one is always written at the end).")
+    toy_every: int = Field(100, ge=1, description="Steps between density/scatter snapshots on toy datasets.")
+    probe_every: int = Field(1, ge=1, description="Steps between per-layer gradient/weight/update probes.")
+    flush_every: int = Field(50, ge=1, description="Steps between metric hand-overs from device to host.")
+    flush_seconds: float = Field(2.0, gt=0, le=3600, description="Longest wait between metric hand-overs.")
+
+    # --- reproducibility and hardware ---------------------------------------
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seeds data, init, z and the fixed sample z.")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    amp: bool = Field(False, description="bf16 autocast on CUDA (ignored on CPU).")
+    channels_last: bool = Field(False, description="channels_last memory format on CUDA.")
+
+    # --- failure policy and queue -------------------------------------------
+    on_failure: Literal["warn", "stop"] = Field(
+        "warn", description="What a failing signature does: report only, or stop the run.")
+    detectors: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Per-signature threshold overrides: {signature_id: {threshold: value}}.")
+    priority: int = Field(0, ge=-100, le=100, description="Queue priority: higher runs first.")
+    max_attempts: int = Field(3, ge=1, le=20, description="Tries before a job whose worker keeps dying is failed.")
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size_supported(cls, v: int) -> int:
+        if v not in IMAGE_SIZES:
+            raise ValueError(f"image_size must be one of {', '.join(map(str, IMAGE_SIZES))} (a power of two), got {v}")
+        return v
+
+    @field_validator("label_smoothing")
+    @classmethod
+    def _smoothing_range(cls, v: float) -> float:
+        if not (0 < v <= 1):
+            raise ValueError(f"label_smoothing must be in (0, 1] (1.0 is off, 0.9 the classic value), got {v}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, v: str) -> str:
+        if not _DEVICE_RE.match(v):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
+        return v
+
+    @field_validator("data_root")
+    @classmethod
+    def _data_root_relative(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = re.split(r"[\\/]+", v)
+        if ".." in parts or "\x00" in v:
+            raise ValueError("data_root may not contain '..' or NUL: it is resolved inside the server's data root")
+        return v
+
+    @model_validator(mode="after")
+    def _dataset_needs(self) -> "JobConfig":
+        if self.dataset == "folder" and not self.data_root:
+            raise ValueError("dataset 'folder' needs data_root: the image folder's path inside the data root")
+        if self.epochs is not None and self.dataset not in DISK_DATASETS and self.dataset != "shapes":
+            raise ValueError(f"epochs needs a finite dataset; {self.dataset} is sampled endlessly: use steps")
+        return self
+
+    # --- derived facts (no torch) -------------------------------------------
+    @property
+    def is_toy(self) -> bool:
+        return self.dataset in TOY_1D_DATASETS or self.dataset in TOY_2D_DATASETS
+
+    @property
+    def data_dim(self) -> int:
+        """1 or 2 for toy sets, 0 for image sets."""
+        if self.dataset in TOY_1D_DATASETS:
+            return 1
+        if self.dataset in TOY_2D_DATASETS:
+            return 2
+        return 0
+
+    @property
+    def channels(self) -> int:
+        return DATASET_CHANNELS.get(self.dataset, 0)
+
+    def check_limits(self, limits: Limits) -> list[dict[str, Any]]:
+        """Errors (FastAPI 422 shape) for knobs beyond the operator's caps; empty when within."""
+        errors: list[dict[str, Any]] = []
+
+        def err(field: str, msg: str) -> None:
+            errors.append({"loc": ["body", field], "msg": msg, "type": "value_error.limit"})
+
+        if self.batch_size > limits.max_batch_size:
+            err("batch_size", f"batch_size {self.batch_size} exceeds this server's cap of {limits.max_batch_size}")
+        if not self.is_toy and self.image_size > limits.max_image_size:
+            err("image_size", f"image_size {self.image_size} exceeds this server's cap of {limits.max_image_size}")
+        if self.steps > limits.max_steps:
+            err("steps", f"steps {self.steps} exceeds this server's cap of {limits.max_steps}")
+        return errors
+
+    def key_knobs(self) -> dict[str, Any]:
+        """The handful of knobs the runs list shows."""
+        keys = ["dataset", "image_size", "batch_size", "lr_d", "lr_g", "d_steps", "loss",
+                "label_smoothing", "fm_weight", "init_std", "steps", "on_failure"]
+        out = {k: getattr(self, k) for k in keys}
+        if self.is_toy:
+            out.pop("image_size")
+        return out
+
+
+def knob_catalog() -> list[dict[str, Any]]:
+    """Every knob with default, type, constraints and help: the launch form is built from this."""
+    schema = JobConfig.model_json_schema()
+    out = []
+    for name, prop in schema["properties"].items():
+        out.append({"name": name, "default": prop.get("default"), "help": prop.get("description", ""),
+                    "schema": prop})
+    return out
