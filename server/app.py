@@ -51,6 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = Database(settings.sqlalchemy_url)
     app.state.broker = Broker()
     app.state.background_tasks = []  # async callables(app) started with the server
+    from server.limits import RequestSizeLimit
+    app.add_middleware(RequestSizeLimit, settings=settings)  # 413 for bodies over max_request_mb/max_upload_mb
 
     from server.api import alerts, ingest, jobs, runs, stream, workers
     from server import pages

@@ -71,8 +71,11 @@ class MetricChunk(Base):
     values: Mapped[bytes] = mapped_column(LargeBinary)  # float64 little-endian, NaN/Inf kept
 
     __table_args__ = (
-        # history and range reads: WHERE run_id=? AND name=? [AND last_step>=? AND first_step<=?] ORDER BY first_step
-        Index("ix_chunks_run_name_first", "run_id", "name", "first_step"),
+        # history and range reads: WHERE run_id=? AND name IN (..) [AND last_step>=? AND first_step<=?]
+        #   ORDER BY name, last_step (chunks are disjoint, so last_step order is step order; first_step
+        #   sits in the index so a zoomed read filters without touching the blobs);
+        # ingest's tail lookup: WHERE run_id=? AND (name, last_step) IN ((?, ?), ...)
+        Index("ix_chunks_run_name_last", "run_id", "name", "last_step", "first_step"),
     )
 
 

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     max_image_size: int = Field(128, description="Largest image_size a job may ask for.")
     max_steps: int = Field(10_000_000, description="Most steps a job may ask for.")
     stall_seconds: float = Field(60.0, description="A running job whose worker is silent this long is requeued.")
+    sdk_stall_seconds: float = Field(
+        3600.0, description="An SDK run with no data nor heartbeat this long is marked failed.")
+    detectors: str = Field("on", description="'off' skips failure detectors on ingest (benchmarks, debugging).")
     log_level: str = Field("info", description="Server log level.")
 
     @property

@@ -1,5 +1,85 @@
-"""Placeholder router: filled in by its owner (see docs/contracts.md)."""
+"""POST /api/jobs: validate a job config against trainer.config.JobConfig and the server's limits, enqueue it."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+
+from server.api.common import (
+    json_limit, json_response, parse_json, publish_status, read_body, storage_errors, unprocessable,
+)
+from server.auth import Authorized
+from server.deps import DB, BrokerDep, SettingsDep
+from server.store import runs as runs_store
+from trainer.config import JobConfig
+
+router = APIRouter(tags=["jobs"])
+_SIGNATURE_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """pydantic errors as FastAPI's 422 items, each naming its field under 'body'."""
+    out = []
+    for e in exc.errors(include_url=False):
+        msg = e.get("msg", "")
+        if e.get("type") == "extra_forbidden":
+            msg = f"unknown field {'.'.join(map(str, e.get('loc', ())))!r}: not a job knob (see GET /api/knobs)"
+        out.append({"loc": ["body", *e.get("loc", ())], "msg": msg, "type": e.get("type", "value_error")})
+    return out
+
+
+def validate_config(data: Any, limits: Any, *, partial_ok: bool = False) -> JobConfig:
+    """JobConfig from a JSON object, or a 422 naming every bad field (schema, limits, detector overrides)."""
+    if not isinstance(data, dict):
+        raise unprocessable([(["body"], f"a job config must be a JSON object, got {type(data).__name__}")])
+    try:
+        cfg = JobConfig.model_validate(data)
+    except ValidationError as exc:
+        raise unprocessable(validation_errors(exc)) from None
+    errors = cfg.check_limits(limits)
+    # The detector catalog belongs to server/detectors; here only the shape is checked, so a typo'd
+    # threshold name reaches the detectors helper's own validation rather than a server error.
+    for sig, overrides in cfg.detectors.items():
+        if not _SIGNATURE_ID.match(sig):
+            errors.append({"loc": ["body", "detectors", sig], "type": "value_error",
+                           "msg": f"detector id {sig!r} is not a signature id (lowercase letters, digits, _)"})
+        for key, val in overrides.items():
+            if not _SIGNATURE_ID.match(key) or val != val or val in (float("inf"), float("-inf")):
+                errors.append({"loc": ["body", "detectors", sig, key], "type": "value_error",
+                               "msg": f"threshold {key!r} must be a lowercase name with a finite number"})
+    if errors:
+        raise unprocessable(errors)
+    return cfg
+
+
+_JOB_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": JobConfig.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
+
+
+@router.post("/api/jobs", status_code=201, openapi_extra=_JOB_BODY,
+             summary="Queue a training job", responses={422: {"description": "names each bad field"},
+                                                        413: {"description": "body too large"}})
+async def create_job(request: Request, _: Authorized, db: DB, broker: BrokerDep,
+                     settings: SettingsDep) -> Response:
+    """Body: a job config (every field optional; DCGAN defaults). 201 with the queued run's summary."""
+    data = parse_json(await read_body(request, json_limit(request)))
+    cfg = validate_config(data, settings.limits)
+
+    def enqueue() -> int:
+        with storage_errors("queueing a job"), db.write() as s:
+            return runs_store.create_job(s, cfg).id
+
+    run_id = await run_in_threadpool(enqueue)
+    summary = await run_in_threadpool(publish_status, db, broker, run_id)
+    return json_response(summary or {"id": run_id, "status": "queued"}, 201)
+
+
+@router.get("/api/knobs", summary="Every job knob with default, constraints and help")
+def knobs() -> dict[str, Any]:
+    from trainer.config import knob_catalog
+
+    return {"knobs": knob_catalog()}

@@ -1,5 +1,163 @@
-"""Placeholder router: filled in by its owner (see docs/contracts.md)."""
+"""Run reads (list, detail, metrics, samples, snapshots), cancel, and SDK run creation."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+
+from server.api.common import (
+    json_response,
+    http_errors, json_limit, not_found, parse_json, publish_status, read_body, storage_errors, unprocessable,
+)
+from server.api.jobs import validate_config
+from server.auth import Authorized
+from server.deps import DB, BrokerDep, SettingsDep
+from server.downsample import downsample, select_range, to_json
+from server.store import artifacts, queue as queue_store
+from server.store import metrics as metrics_store
+from server.store import runs as runs_store
+
+router = APIRouter(tags=["runs"])
+MAX_POINTS_CAP = 1_000_000
+
+
+@router.get("/api/runs")
+def list_runs(db: DB,
+              status: Annotated[str | None, Query(description="comma-separated statuses, e.g. running,queued")] = None,
+              q: Annotated[str | None, Query(max_length=200, description="name contains (case-insensitive) or id")] = None,
+              kind: Annotated[str | None, Query(pattern="^(job|sdk)$")] = None,
+              sort: Annotated[str, Query(description="created|started|finished|name|status|step|id|priority; "
+                                                     "'-' prefix for descending")] = "-created",
+              limit: Annotated[int, Query(ge=1, le=500)] = 50,
+              offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    """Runs with status, health, step, times and key config: {runs, total, limit, offset}."""
+    statuses = [x.strip() for x in status.split(",") if x.strip()] if status else None
+    errors = []
+    bad = [x for x in statuses or [] if x not in runs_store.STATUSES]
+    if bad:
+        errors.append((["query", "status"], f"unknown status {', '.join(bad)}; one of {', '.join(runs_store.STATUSES)}"))
+    if sort.lstrip("-") not in runs_store.SORTS:
+        errors.append((["query", "sort"], f"sort must be one of {', '.join(runs_store.SORTS)} (optionally '-' first)"))
+    if errors:
+        raise unprocessable(errors)
+    with db.read() as s:
+        runs, total = runs_store.list_runs(s, statuses=statuses, q=q, kind=kind, sort=sort, limit=limit,
+                                           offset=offset)
+        return {"runs": runs_store.summaries(s, runs), "total": total, "limit": limit, "offset": offset}
+
+
+@router.post("/api/runs", status_code=201)
+async def create_sdk_run(request: Request, _: Authorized, db: DB, broker: BrokerDep,
+                         settings: SettingsDep) -> Response:
+    """An SDK run: {"name", "config": {partial JobConfig}}. It starts 'running'; log with
+    POST /api/runs/{id}/metrics and end it with POST /api/runs/{id}/finish (no worker_id)."""
+    data = parse_json(await read_body(request, json_limit(request)))
+    if not isinstance(data, dict):
+        raise unprocessable([(["body"], "expected {\"name\": str, \"config\": {...}}")])
+    name = data.get("name", "")
+    if not isinstance(name, str) or len(name) > 200:
+        raise unprocessable([(["body", "name"], "name must be a string of at most 200 characters")])
+    raw_cfg = data.get("config") or {}
+    if not isinstance(raw_cfg, dict):
+        raise unprocessable([(["body", "config"], "config must be a JSON object")])
+    try:
+        cfg = validate_config(raw_cfg, settings.limits)
+    except Exception as exc:  # prefix locations with 'config' so the 422 names the real field
+        errs = getattr(exc, "errors", None)
+        if callable(errs):
+            raise unprocessable([{**e, "loc": ["body", "config", *list(e["loc"])[1:]]} for e in errs()]) from None
+        raise
+
+    def create() -> int:
+        with storage_errors("creating a run"), db.write() as s:
+            return runs_store.create_sdk_run(s, name, cfg).id
+
+    run_id = await run_in_threadpool(create)
+    summary = await run_in_threadpool(publish_status, db, broker, run_id)
+    return json_response(summary or {"id": run_id, "status": "running"}, 201)
+
+
+@router.get("/api/runs/{run_id}")
+def get_run(run_id: int, db: DB) -> dict[str, Any]:
+    """One run: summary plus config and metric_names; `last` holds every metric's latest value."""
+    with db.read() as s:
+        run = runs_store.get_run(s, run_id)
+        if run is None:
+            raise not_found(run_id)
+        return runs_store.detail(s, run)
+
+
+@router.get("/api/runs/{run_id}/metrics")
+def get_metrics(run_id: int, db: DB,
+                names: Annotated[str | None, Query(description="comma-separated; 'grad/d/*' is a prefix; "
+                                                             "omitted: every metric")] = None,
+                max_points: Annotated[int, Query(ge=1, le=MAX_POINTS_CAP)] = 2000,
+                since_step: Annotated[int | None, Query(description="only points after this step")] = None,
+                start: Annotated[int | None, Query(description="first step of a range (inclusive)")] = None,
+                end: Annotated[int | None, Query(description="last step of a range (inclusive)")] = None) -> Response:
+    """{"metrics": {name: {"steps", "values"}}}, each at most max_points long; per bucket the first, min, max
+    and last point and every non-finite point (null) are kept, so spikes and drops stay visible."""
+    if start is not None and end is not None and end < start:
+        raise unprocessable([(["query", "end"], f"end ({end}) is before start ({start})")])
+    wanted = [n.strip() for n in names.split(",") if n.strip()] if names else None
+    with db.read() as s:
+        if runs_store.get_run(s, run_id) is None:
+            raise not_found(run_id)
+        resolved = metrics_store.resolve_names(s, run_id, wanted) if wanted else metrics_store.names(s, run_id)
+        lo = start
+        if since_step is not None:
+            lo = since_step + 1 if lo is None else max(lo, since_step + 1)
+        raw = metrics_store.read_raw(s, run_id, resolved, lo, end)
+    out = {}
+    for name, (st, v) in raw.items():
+        st, v = select_range(st, v, since_step)
+        out[name] = to_json(*downsample(st, v, max_points))
+    # orjson straight to bytes: the response model layer would walk every number again.
+    return Response(orjson.dumps({"metrics": out}), media_type="application/json")
+
+
+@router.get("/api/runs/{run_id}/samples")
+def list_samples(run_id: int, db: DB, kind: Annotated[str | None, Query(max_length=32)] = None) -> dict[str, Any]:
+    """{"samples": [{"step", "kind", "url"}]} by step; the URL serves the PNG."""
+    with db.read() as s:
+        if runs_store.get_run(s, run_id) is None:
+            raise not_found(run_id)
+        return {"samples": artifacts.list_samples(s, run_id, kind)}
+
+
+@router.get("/api/runs/{run_id}/samples/{kind}/{step}.png", response_class=FileResponse)
+def sample_png(run_id: int, kind: str, step: int, db: DB, settings: SettingsDep) -> FileResponse:
+    with db.read() as s:
+        path = artifacts.sample_file(s, settings.artifacts_dir, run_id, kind, step)
+    if path is None:
+        raise HTTPException(404, f"run {run_id} has no {kind} sample at step {step}")
+    # Re-uploads replace a step's image: let the browser revalidate rather than cache forever.
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/api/runs/{run_id}/snapshots")
+def get_snapshots(run_id: int, db: DB, kind: Annotated[str, Query(max_length=32)] = "toy",
+                  step: Annotated[int | None, Query(description="the snapshot at or before this step")] = None
+                  ) -> dict[str, Any]:
+    """{"steps": [...], "snapshot": {"step", "payload"} | null}: latest by default."""
+    with db.read() as s:
+        if runs_store.get_run(s, run_id) is None:
+            raise not_found(run_id)
+        return artifacts.snapshots(s, run_id, kind, step)
+
+
+@router.post("/api/runs/{run_id}/cancel")
+def cancel_run(run_id: int, _: Authorized, db: DB, broker: BrokerDep) -> dict[str, Any]:
+    """Queued: cancelled now. Running: its worker is told at its next heartbeat and ends it as 'cancelled'.
+    409 when the run has already finished."""
+    with http_errors(), storage_errors("cancelling a run"), db.write() as s:
+        run, changed = queue_store.cancel(s, run_id)
+    summary = publish_status(db, broker, run_id) if changed else None
+    if summary is None:
+        with db.read() as s:
+            summary = runs_store.summary(s, runs_store.get_run(s, run_id))
+    return summary

@@ -1,0 +1,274 @@
+"""The `ganscope` command: run the product, launch and follow jobs, read runs back.
+
+Only `worker` and `latent` import torch (lazily, inside the command): the rest,
+`serve` included, runs in the torch-free server image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, Optional
+
+import typer
+
+from ganscope import __version__
+from ganscope.client import DEFAULT_SERVER, Api, ApiError, format_detail
+
+app = typer.Typer(
+    name="ganscope", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="GAN training diagnostics: live signals, failure signatures with evidence and remedies.",
+)
+
+ServerOpt = Annotated[str, typer.Option("--server", envvar="GANSCOPE_SERVER", help="ganscope server URL.")]
+TokenOpt = Annotated[Optional[str], typer.Option(
+    "--token", envvar="GANSCOPE_TOKEN", show_envvar=True,
+    help="Bearer token, when the server has GANSCOPE_TOKEN set.")]
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _api(server: str, token: str | None) -> Api:
+    return Api(server, token or None)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ganscope {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """GAN training diagnostics: live signals, failure signatures with evidence and remedies."""
+
+
+# --- running the product -----------------------------------------------------------------------
+
+@app.command()
+def up(
+    home: Annotated[Path, typer.Option(envvar="GANSCOPE_HOME", help="Data folder (SQLite file, artifacts, logs).")]
+    = Path("ganscope-data"),
+    host: Annotated[str, typer.Option(envvar="GANSCOPE_HOST", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="GANSCOPE_PORT", help="Port to listen on.")] = 8000,
+    device: Annotated[str, typer.Option(help="The worker's device: auto, cpu, cuda or cuda:N.")] = "auto",
+    demo: Annotated[bool, typer.Option(help="Enqueue the demo job on `shapes` unless it exists.")] = True,
+    token: TokenOpt = None,
+) -> None:
+    """Start the server and one worker on SQLite, with a demo job; Ctrl-C stops both."""
+    from ganscope.up import run_up
+
+    raise typer.Exit(run_up(home, host, port, device, demo, token or None))
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Address to bind [GANSCOPE_HOST, default 127.0.0.1].")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port [GANSCOPE_PORT, default 8000].")] = None,
+    home: Annotated[Optional[Path], typer.Option(help="Data folder [GANSCOPE_HOME].")] = None,
+    database_url: Annotated[Optional[str], typer.Option(
+        help="SQLAlchemy URL, e.g. postgresql+psycopg://... [GANSCOPE_DATABASE_URL; default SQLite in home].")] = None,
+) -> None:
+    """Run the API and dashboard (uvicorn) — no worker."""
+    import uvicorn
+
+    from server.settings import Settings
+
+    given = {"host": host, "port": port, "home": home, "database_url": database_url}
+    for key, value in given.items():
+        # The environment too, so any code reading server.settings.get_settings() agrees with the flags.
+        if value is not None:
+            os.environ[f"GANSCOPE_{key.upper()}"] = str(value)
+    settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    from server.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             add_help_option=False)
+def worker(ctx: typer.Context) -> None:
+    """Train jobs claimed from a server: --server URL --device DEV --token T (see `ganscope worker --help`)."""
+    argv = list(ctx.args)
+    home = os.environ.get("GANSCOPE_HOME")
+    if home and not any(a == "--workdir" or a.startswith("--workdir=") for a in argv):
+        # Keep the worker's checkpoints and spool beside the rest of ganscope's data (a compose volume).
+        argv += ["--workdir", str(Path(home) / "worker")]
+    from trainer.worker import main as worker_main
+
+    raise typer.Exit(worker_main(argv) or 0)
+
+
+# --- jobs and runs -----------------------------------------------------------------------------
+
+@app.command()
+def launch(
+    config_file: Annotated[Optional[Path], typer.Argument(help="Job config as YAML or JSON.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", "-s", help="Override a field: key=value (repeatable; dotted keys reach into mappings).")] = None,
+    follow: Annotated[bool, typer.Option(help="Follow the run with a progress bar and its alerts.")] = True,
+    interval: Annotated[float, typer.Option(help="Seconds between polls while following.")] = 1.0,
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """Queue a training job from a file and/or --set flags, then follow it until it ends.
+
+    Exit status when following: 0 succeeded, 1 failed or cancelled, 3 stopped by a detector.
+    """
+    from ganscope.follow import follow_run
+    from ganscope.jobfile import JobFileError, apply_sets, load_job_file
+
+    try:
+        config = load_job_file(config_file) if config_file else {}
+        config = apply_sets(config, set_ or [])
+    except JobFileError as exc:
+        _fail(str(exc), 2)
+    with _api(server, token) as api:
+        try:
+            run = api.post("/api/jobs", json=config)
+        except ApiError as exc:
+            if exc.status == 422:
+                _fail("the server refused the job:\n" + format_detail(exc.detail), 2)
+            _fail(str(exc))
+        run_id = run["id"]
+        typer.echo(f"queued run {run_id}: {api.server}/runs/{run_id}")
+        if not follow:
+            return
+        try:
+            final = follow_run(api, run_id, interval=interval)
+        except KeyboardInterrupt:
+            typer.echo(f"\nstopped following; run {run_id} goes on (`ganscope runs` to check on it).")
+            raise typer.Exit(130)
+        except ApiError as exc:
+            _fail(str(exc))
+    status = final.get("status")
+    line = f"run {run_id} {status} at step {final.get('step')}/{final.get('total_steps')}"
+    line += f", health {final.get('health')}, {final.get('alert_count', 0)} alert(s)"
+    if final.get("stop_reason"):
+        line += f"; stopped: {final['stop_reason']}"
+    if final.get("error"):
+        line += f"; error: {final['error']}"
+    typer.echo(line)
+    raise typer.Exit({"succeeded": 0, "stopped": 3}.get(str(status), 1))
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+@app.command()
+def runs(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the server's JSON instead of a table.")] = False,
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """List runs: id, status, health, progress, dataset, alerts."""
+    with _api(server, token) as api:
+        try:
+            data = api.get("/api/runs")
+        except ApiError as exc:
+            _fail(str(exc))
+    items: list[dict[str, Any]] = data.get("runs", []) if isinstance(data, dict) else data
+    if as_json:
+        typer.echo(json.dumps(items, indent=2))
+        return
+    if not items:
+        typer.echo("no runs yet: `ganscope launch --set steps=500` queues one.")
+        return
+    rows = []
+    for r in items:
+        name = str(r.get("name") or "")
+        rows.append([str(r.get("id")), name if len(name) <= 32 else name[:31] + "…", str(r.get("status")),
+                     str(r.get("health")), f"{r.get('step', 0)}/{r.get('total_steps', 0)}",
+                     str(r.get("dataset") or ""), str(r.get("open_alerts", r.get("alert_count", 0))),
+                     str(r.get("created_at") or "")[:19].replace("T", " ")])
+    typer.echo(_table(rows, ["ID", "NAME", "STATUS", "HEALTH", "STEP", "DATASET", "ALERTS", "CREATED"]))
+
+
+@app.command()
+def export(
+    run_id: Annotated[int, typer.Argument(metavar="RUN", help="Run id.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv (metric,step,value rows) or json.")] = "csv",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write; stdout if omitted.")]
+    = None,
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """Write every metric of a run at full resolution (no downsampling) as CSV or JSON."""
+    from ganscope.export import fetch_all, write_csv, write_json
+
+    if fmt not in ("csv", "json"):
+        _fail(f"--format must be csv or json, got {fmt!r}", 2)
+    with _api(server, token) as api:
+        try:
+            run, metrics = fetch_all(api, run_id)
+        except ApiError as exc:
+            _fail(str(exc))
+    out = open(output, "w", newline="") if output else sys.stdout
+    try:
+        (write_csv if fmt == "csv" else write_json)(run, metrics, out)
+    finally:
+        if output:
+            out.close()
+    if output:
+        points = sum(len(m["steps"]) for m in metrics.values())
+        typer.echo(f"wrote {len(metrics)} metrics, {points} points to {output}", err=True)
+
+
+@app.command()
+def latent(
+    run_id: Annotated[int, typer.Argument(metavar="RUN", help="Run id.")],
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the PNGs [./latent-RUN].")]
+    = None,
+    steps: Annotated[int, typer.Option(help="Frames per interpolation / walk row.")] = 10,
+    dims: Annotated[str, typer.Option(help="Latent dimensions to walk, comma-separated.")] = "0,1,2",
+    span: Annotated[float, typer.Option(help="Walk from -span to +span along each dimension.")] = 3.0,
+    samples: Annotated[int, typer.Option(help="Random samples in samples.png.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed for z.")] = 0,
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """Download a run's latest checkpoint and write latent interpolation and walk PNGs."""
+    try:
+        dim_list = [int(d) for d in dims.split(",") if d.strip()]
+    except ValueError:
+        _fail(f"--dims must be comma-separated integers, got {dims!r}", 2)
+    out_dir = out_dir or Path(f"latent-{run_id}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _api(server, token) as api:
+        try:
+            resp = api.request("GET", f"/api/runs/{run_id}/checkpoints/latest")
+        except ApiError as exc:
+            if exc.status == 404:
+                _fail(f"run {run_id} has no checkpoint yet (or does not exist): {format_detail(exc.detail).strip()}")
+            _fail(str(exc))
+    step = resp.headers.get("x-ganscope-step", "latest")
+    ckpt = out_dir / f"run{run_id}-step{step}.pt"
+    ckpt.write_bytes(resp.content)
+    from trainer import samples as tsamples  # torch: only now
+
+    written = []
+    try:
+        (out_dir / "samples.png").write_bytes(tsamples.random_samples_png(ckpt, samples, seed))
+        written.append("samples.png")
+        (out_dir / "interpolation.png").write_bytes(tsamples.interpolation_png(ckpt, steps, seed))
+        written.append("interpolation.png")
+        for d in dim_list:
+            (out_dir / f"walk-dim{d}.png").write_bytes(tsamples.latent_walk_png(ckpt, d, steps, span, seed))
+            written.append(f"walk-dim{d}.png")
+    except (ValueError, IndexError) as exc:
+        _fail(f"cannot draw from run {run_id}'s generator: {exc}")
+    typer.echo(f"run {run_id}, checkpoint at step {step}: wrote {', '.join(written)} to {out_dir}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    app(args=argv, prog_name="ganscope")

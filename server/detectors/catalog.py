@@ -1,0 +1,319 @@
+"""The catalog of failure signatures: what each means, its rule, thresholds (with why), remedy, source.
+
+This module is data plus two small helpers. The rules themselves live in `rules.py`;
+the thresholds they read come from here, merged with a job's `detectors` overrides.
+Every remedy's `config` holds JobConfig fields only, so the dashboard's "relaunch
+with the remedy" can apply it to the run's config unchanged (a test checks that).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+LN4 = 2 * math.log(2)  # summed BCE of a D at chance (D(x) = D(G(z)) = 0.5): 2·ln 2 ≈ 1.386
+
+SEVERITY_RANK = {"healthy": 0, "warning": 1, "failing": 2}
+
+# Mode counts of the toy sets, fixed by trainer/toy.py (the server may not import it: it imports torch).
+TOY_MODES = {"ring8": 8, "grid25": 25, "gauss1d": 1, "bimodal1d": 2, "trimodal1d": 3}
+
+SOURCES = {
+    "dcgan": "Radford, Metz, Chintala 2015, 'Unsupervised Representation Learning with DCGANs' (DCGAN paper)",
+    "salimans": "Salimans et al. 2016, 'Improved Techniques for Training GANs'",
+    "ganhacks": "soumith/ganhacks, 'How to Train a GAN?' (§6 soft labels, §10 track failures early)",
+    "seeds": "GAN-NOTES.md, the seed write-ups' takeaways (init N(0, 0.02), BN momentum, FM, "
+             "label smoothing 0.9, lr 2e-5 for late instability, equal layer counts, G/D parameter ratio)",
+    "autotrainer": "Zhang et al., ICSE 2021, 'AUTOTRAINER' (gradient ratio and magnitude checks)",
+    "deepdiagnosis": "Wardat et al., ICSE 2022, 'DeepDiagnosis' (NaN/Inf, unchanged weights; stop at detection)",
+    "goodfellow": "Goodfellow et al. 2014, 'Generative Adversarial Nets' (equilibrium D = 1/2; non-saturating G loss)",
+}
+
+
+@dataclass(frozen=True)
+class Threshold:
+    name: str
+    default: float
+    why: str
+
+
+@dataclass(frozen=True)
+class Signature:
+    id: str
+    title: str
+    meaning: str
+    rule: str
+    severity: str  # "warning" | "failing"
+    persistence: str  # in words; the numeric window is the `window` threshold
+    thresholds: tuple[Threshold, ...]
+    remedy_text: str
+    remedy_config: dict[str, Any]  # catalog default; alerts tailor it to the run's config (remedy_for)
+    sources: tuple[str, ...]
+    metrics: tuple[str, ...] = field(default=())
+
+    def defaults(self) -> dict[str, float]:
+        return {t.name: t.default for t in self.thresholds}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "title": self.title, "meaning": self.meaning, "rule": self.rule,
+            "severity": self.severity, "persistence": self.persistence,
+            "thresholds": [{"name": t.name, "default": t.default, "why": t.why} for t in self.thresholds],
+            "metrics": list(self.metrics),
+            "remedy": {"text": self.remedy_text, "config": dict(self.remedy_config),
+                       "sources": [SOURCES[s] for s in self.sources]},
+        }
+
+
+T = Threshold
+SIGNATURES: tuple[Signature, ...] = (
+    Signature(
+        id="nonfinite", title="Non-finite values",
+        meaning="A loss, prediction, gradient or weight statistic became NaN or ±Inf: the weights are "
+                "(or are about to be) garbage and nothing after this point is meaningful.",
+        rule="any logged value is NaN or ±Inf (null on the wire); failing at the first such point, no persistence",
+        severity="failing", persistence="none: fails at the first non-finite point",
+        thresholds=(
+            T("clear_steps", 200, "A NaN poisons Adam's moments and the weights, so the alert only closes after "
+              "this many steps of finite values (e.g. a bf16 overflow the scaler skipped)."),
+        ),
+        remedy_text="Lower both learning rates ten-fold and re-initialise from N(0, 0.02); turn off mixed "
+                    "precision while diagnosing. AUTOTRAINER and DeepDiagnosis both stop at the first NaN.",
+        remedy_config={"lr_d": 2e-5, "lr_g": 2e-5, "init": "normal", "init_std": 0.02, "amp": False},
+        sources=("autotrainer", "deepdiagnosis", "dcgan"), metrics=("*",),
+    ),
+    Signature(
+        id="d_overpowering", title="Discriminator overpowering",
+        meaning="D separates real from fake with certainty: loss/d near zero, D(x)→1, D(G(z))→0. Under the "
+                "minimax loss G's gradient vanishes; under the non-saturating loss it saturates; samples stop improving.",
+        rule="over the last `window` steps, at ≥ `hold_frac` of points: loss/d − floor < `loss_d_max` "
+             "(floor = the BCE entropy of the one-sided real target, 0 without smoothing) and "
+             "D(G(z)) < `pred_fake_max`; or D saturated at float precision (loss/d_fake or loss/d_real exactly 0)",
+        severity="failing", persistence="the condition held at 90% of the points of a 50-step window",
+        thresholds=(
+            T("loss_d_max", 0.1, "ganhacks §10: 'D loss → 0 is a failure mode'; a healthy D sits near 2·ln 2 ≈ 1.39 "
+              "and the measured healthy corpus never goes below 0.5, while the provoked runs hold below 0.05."),
+            T("pred_fake_max", 0.05, "D(G(z)) < 0.05 means D rejects fakes at > 95% confidence: the classic "
+              "picture of D(x)→1, D(G(z))→0 (seed write-ups)."),
+            T("window", 50, "A transient dip is not a failure; 50 steps is one flush of the trainer and well "
+              "inside the 100-step detection budget."),
+            T("hold_frac", 0.9, "Tolerates a stray point inside the window (a lucky G batch) without missing a "
+              "D that has won."),
+        ),
+        remedy_text="Let D learn slower and stop over-training it: one D step per G step, D's learning rate "
+                    "no higher than 2e-4 (halved), one-sided label smoothing (real target 0.9) and N(0, 0.02) init.",
+        remedy_config={"d_steps": 1, "lr_d": 1e-4, "label_smoothing": 0.9},
+        sources=("ganhacks", "seeds", "salimans", "dcgan"),
+        metrics=("loss/d", "loss/d_real", "loss/d_fake", "pred/real", "pred/fake"),
+    ),
+    Signature(
+        id="vanishing_g_grad", title="Vanishing generator gradient",
+        meaning="G's first-layer gradient has collapsed: G no longer receives a learning signal from D "
+                "(the seed plots show it flat near zero while D's loss goes to ~0).",
+        rule="over the last `window` steps at ≥ `hold_frac` of points: G's first-layer gradient norm below "
+             "`drop_ratio` × its own early level (median of the first `early_steps` steps), "
+             "or AUTOTRAINER's test ‖g_first‖/‖g_last‖ < `ratio_max` with ‖g_first‖ < `abs_max`",
+        severity="failing", persistence="the condition held at 90% of the points of a 50-step window",
+        thresholds=(
+            T("drop_ratio", 0.01, "A hundred-fold fall against the run's own early level: healthy G gradients "
+              "drift (measured within 10× over the healthy corpus) but never fall by two orders of magnitude."),
+            T("ratio_max", 1e-3, "AUTOTRAINER's vanishing-gradient ratio of first- to last-layer gradient norm."),
+            T("abs_max", 1e-4, "AUTOTRAINER's absolute floor on the first layer's gradient norm."),
+            T("early_steps", 50, "The early level is G's gradient while it is still learning, before any collapse."),
+            T("window", 50, "One trainer flush; a momentary small gradient (a D step that happened to agree) is "
+              "not a failure."),
+            T("hold_frac", 0.9, "Tolerates a stray point inside the window."),
+        ),
+        remedy_text="Initialise from N(0, 0.02) (xavier and N(0, 0.2) failed in the seed write-up), keep batch "
+                    "norm in both nets, and use the non-saturating G loss, which keeps G's gradient alive when D wins.",
+        remedy_config={"init": "normal", "init_std": 0.02, "batch_norm": True, "loss": "nonsaturating"},
+        sources=("seeds", "dcgan", "goodfellow", "autotrainer"),
+        metrics=("grad/g/<first>", "grad/g/<last>"),
+    ),
+    Signature(
+        id="exploding_grad", title="Exploding gradients",
+        meaning="Some layer's gradient norm is huge or growing explosively; NaNs usually follow.",
+        rule="over the last `window` steps at ≥ `hold_frac` of points: the largest per-layer gradient norm "
+             "of either net exceeds `abs_max`, or exceeds `growth` × that layer's own early level",
+        severity="failing", persistence="the condition held at 60% of the points of a 20-step window",
+        thresholds=(
+            T("abs_max", 100.0, "ganhacks §10: 'check norms of gradients: if they are over 100 things are "
+              "screwing up'."),
+            T("growth", 1e4, "Sudden growth: ten thousand times the layer's early level. Healthy G gradients "
+              "start tiny under N(0, 0.02) and grow up to ~100× as G wakes up, so the factor stays far above that."),
+            T("growth_floor", 10.0, "Growth only counts once the norm is also this large: a gradient growing from "
+              "1e-6 to 1e-2 is waking up, not exploding."),
+            T("early_steps", 50, "The reference level is each layer's median over the first steps."),
+            T("window", 20, "Explosions run away within a few steps, so the window is short."),
+            T("hold_frac", 0.6, "A single huge spike is tolerated; a majority of the window is not."),
+        ),
+        remedy_text="Lower the learning rates ten-fold (the seed write-up cured late instability with lr 2e-5), "
+                    "keep batch norm on and Adam's beta1 at 0.5.",
+        remedy_config={"lr_d": 2e-5, "lr_g": 2e-5, "batch_norm": True, "beta1": 0.5},
+        sources=("ganhacks", "seeds", "autotrainer", "dcgan"), metrics=("grad/d/*", "grad/g/*"),
+    ),
+    Signature(
+        id="mode_collapse", title="Mode collapse",
+        meaning="G maps many z to few outputs. The losses can look ideal (D near 2·ln 2): D is confused by a "
+                "G that covers one mode well, so only the sample spread and mode coverage reveal it.",
+        rule="after `warmup_steps`, over the last `window` steps at ≥ `hold_frac` of points: sample/diversity "
+             "(G's batch spread / the real batch's) below `diversity_min`, or, on toy mixtures, toy/modes at or "
+             "below `modes_frac` × the set's mode count (for 1-D sets, fewer modes than the set has)",
+        severity="failing", persistence="the condition held at 80% of the points of a 100-step window",
+        thresholds=(
+            T("diversity_min", 0.3, "G's spread under a third of the real batch's: healthy runs in the measured "
+              "corpus sit above 0.5 after warm-up, a collapsed G below 0.2."),
+            T("modes_frac", 0.5, "Losing at least half the modes of a mixture is collapse however the losses look; "
+              "a healthy small G still reaching for the last modes is not."),
+            T("warmup_steps", 150, "Under N(0, 0.02) init G starts as a near-constant map, so its spread is tiny "
+                                   "for the first ~100 steps of any run."),
+            T("window", 100, "Coverage is measured on one batch at a time and is noisy; 100 steps is several "
+              "measurements and the detection budget."),
+            T("hold_frac", 0.8, "Tolerates a lucky batch."),
+        ),
+        remedy_text="Add minibatch discrimination and feature matching (Salimans et al. 2016), the adversarial "
+                    "term dominating early; don't let G's learning rate outrun D's.",
+        remedy_config={"minibatch_disc": True, "fm_weight": 1.0, "fm_warmup_steps": 200},
+        sources=("salimans", "ganhacks", "seeds"), metrics=("sample/diversity", "toy/modes"),
+    ),
+    Signature(
+        id="oscillation", title="Oscillating losses",
+        meaning="D and G chase each other: the losses swing in large spikes and cycles instead of settling "
+                "(ganhacks: a failing D loss 'has huge variance and spikes').",
+        rule="over the last `window` steps: the robust spread (IQR) of loss/d or loss/g exceeds `spread_min`, "
+             "and spikes — points above median + `spike_k`·IQR — exceed `spike_frac` of the window",
+        severity="warning", persistence="measured over a 200-step window",
+        thresholds=(
+            T("spread_min", 0.5, "A healthy loss/d wanders within a few tenths of 2·ln 2 at small batches; "
+              "cycles of a nat or more are the oscillation ganhacks warns about."),
+            T("spike_k", 3.0, "A spike sits three IQRs above the median."),
+            T("spike_frac", 0.02, "More than 2% of points are spikes: spikes recur, not one bad batch."),
+            T("window", 200, "Cycles take tens of steps; a window of 200 sees several of them."),
+        ),
+        remedy_text="Lower the learning rates (the seed write-up: 'decrease the learning rate to 2e-5' for late "
+                    "instability) and keep Adam's beta1 at 0.5.",
+        remedy_config={"lr_g": 2e-5, "lr_d": 2e-5, "beta1": 0.5},
+        sources=("ganhacks", "seeds", "dcgan"), metrics=("loss/d", "loss/g"),
+    ),
+    Signature(
+        id="d_not_learning", title="Discriminator not learning",
+        meaning="D is stuck: its weights barely move, so it stays at chance (loss/d ≈ 2·ln 2, D(x) ≈ D(G(z))) "
+                "or saturated at BCE's clamp (a loss term pinned at 100 or its sigmoid output exactly 0/1, "
+                "where the gradient is zero). G then trains against a frozen critic.",
+        rule="over the last `window` steps at ≥ `hold_frac` of points: D's largest update-to-weight ratio "
+             "below `update_max` (or all D gradients below `grad_max`) while D is not winning "
+             "(loss/d > `loss_d_min`); or loss/d_real or loss/d_fake pinned at BCE's clamp (≥ `clamp_loss`)",
+        severity="failing", persistence="the condition held at 90% of the points of a 100-step window",
+        thresholds=(
+            T("update_max", 1e-5, "Adam moves each weight by about lr per step, so the update-to-weight ratio of a "
+              "learning D is ~lr/|w| ≈ 1e-2 at lr 2e-4; 1e-5 is DeepDiagnosis's 'unchanged weights' in relative form."),
+            T("grad_max", 1e-8, "Gradients this small are zero in float32 terms (a saturated sigmoid)."),
+            T("loss_d_min", 0.5, "A D with tiny updates that has already won is d_overpowering, not this."),
+            T("clamp_loss", 90.0, "PyTorch's BCE clamps log at −100; a term at ≥ 90 means D's output is exactly "
+              "0 or 1 in float32, where its gradient is zero."),
+            T("window", 100, "Stuck means stuck for a while, not a pause."),
+            T("hold_frac", 0.9, "Tolerates a stray point inside the window."),
+        ),
+        remedy_text="Give D a usable learning rate (DCGAN: 2e-4) and an init that does not saturate its "
+                    "sigmoid (N(0, 0.02)).",
+        remedy_config={"lr_d": 2e-4, "init": "normal", "init_std": 0.02},
+        sources=("dcgan", "deepdiagnosis", "goodfellow"),
+        metrics=("update/d/*", "grad/d/*", "loss/d", "loss/d_real", "loss/d_fake"),
+    ),
+    Signature(
+        id="poor_init", title="Poor initialisation",
+        meaning="The weights' spread at the start is far from what the config intends, or (normal init) far "
+                "from DCGAN's N(0, 0.02): the seed write-up saw xavier and N(0, 0.2) fail where 0.02 worked.",
+        rule="at the first logged step, the median per-layer weight std (weight/<net>/<layer>) of G or D is "
+             "more than `factor` × away from the config's init_std (init 'normal'), or from 0.02",
+        severity="warning", persistence="none: judged once on the first steps' weights",
+        thresholds=(
+            T("factor", 4.0, "Batch statistics and the first Adam steps move the measured std by a few percent; "
+              "a factor of 4 (0.08 or 0.005 against 0.02) is a different init, not noise."),
+            T("reference_std", 0.02, "DCGAN's init: 'all weights initialized from a zero-centered Normal with "
+              "standard deviation 0.02'."),
+            T("first_steps", 5, "Only the weights of the first steps say what the init was."),
+        ),
+        remedy_text="Initialise conv/linear weights from N(0, 0.02) as DCGAN does.",
+        remedy_config={"init": "normal", "init_std": 0.02},
+        sources=("dcgan", "seeds"), metrics=("weight/g/*", "weight/d/*"),
+    ),
+    Signature(
+        id="capacity_imbalance", title="Capacity imbalance",
+        meaning="One net is starved of parameters: the weaker side cannot keep up and the game tips "
+                "(a tiny G against a big D loses; a tiny D cannot guide G).",
+        rule="G/D parameter ratio (params/g ÷ params/d, logged at step 0, else estimated from ngf/ndf) "
+             "below `ratio_min` or above `ratio_max`",
+        severity="warning", persistence="none: a fact of the config, judged at the start",
+        thresholds=(
+            T("ratio_min", 0.1, "The seed write-up reports a ratio around 0.5 working; ten times below that "
+              "(G under a tenth of D) starves G."),
+            T("ratio_max", 10.0, "Symmetric: D under a tenth of G cannot guide it."),
+        ),
+        remedy_text="Balance the nets: equal layer counts and widths of the same order (DCGAN uses ngf = ndf = 64), "
+                    "keeping the G/D parameter ratio near 0.5–2.",
+        remedy_config={"ngf": 64, "ndf": 64},
+        sources=("seeds", "dcgan"), metrics=("params/g", "params/d"),
+    ),
+)
+
+BY_ID = {s.id: s for s in SIGNATURES}
+IDS = tuple(BY_ID)
+
+
+def catalog() -> list[dict[str, Any]]:
+    return [s.to_dict() for s in SIGNATURES]
+
+
+def thresholds_for(sig_id: str, overrides: dict[str, dict[str, float]] | None) -> dict[str, float]:
+    """Default thresholds of a signature with a job's `detectors` overrides applied (unknown names ignored)."""
+    th = BY_ID[sig_id].defaults()
+    for k, v in ((overrides or {}).get(sig_id) or {}).items():
+        if k in th:
+            th[k] = float(v)
+    return th
+
+
+def validate_overrides(overrides: dict[str, dict[str, float]]) -> list[str]:
+    """Messages naming unknown signatures/thresholds in a job's `detectors` (for the jobs route's 422)."""
+    errors = []
+    for sig, th in overrides.items():
+        if sig not in BY_ID:
+            errors.append(f"unknown signature {sig!r}; known: {', '.join(IDS)}")
+            continue
+        known = BY_ID[sig].defaults()
+        for k in th:
+            if k not in known:
+                errors.append(f"{sig}: unknown threshold {k!r}; known: {', '.join(known)}")
+    return errors
+
+
+def remedy_for(sig_id: str, config: dict[str, Any] | None) -> dict[str, Any]:
+    """The remedy of a signature tailored to a run's config: the changes that differ from what it ran with.
+
+    The catalog's static remedy is the fallback; learning rates are scaled from the run's own values
+    so a relaunch moves in the direction the literature gives, not to an absolute guess.
+    """
+    sig = BY_ID[sig_id]
+    cfg = dict(config or {})
+    lr_d = float(cfg.get("lr_d", 2e-4))
+    lr_g = float(cfg.get("lr_g", 2e-4))
+    change: dict[str, Any] = dict(sig.remedy_config)
+    if sig_id == "d_overpowering":
+        change["lr_d"] = min(lr_d / 2, 2e-4)
+        change["label_smoothing"] = min(float(cfg.get("label_smoothing", 1.0)), 0.9)
+        if cfg.get("init", "normal") == "normal" and float(cfg.get("init_std", 0.02)) != 0.02:
+            change["init_std"] = 0.02
+    elif sig_id in ("exploding_grad", "oscillation", "nonfinite"):
+        change["lr_d"] = min(lr_d / 10, 2e-5)
+        change["lr_g"] = min(lr_g / 10, 2e-5)
+    elif sig_id == "mode_collapse" and lr_g > lr_d:
+        change["lr_g"] = lr_d
+    elif sig_id == "d_not_learning":
+        change["lr_d"] = max(lr_d, 2e-4)
+    elif sig_id == "capacity_imbalance":
+        width = max(int(cfg.get("ngf", 64)), int(cfg.get("ndf", 64)))
+        change = {"ngf": width, "ndf": width}
+    differs = {k: v for k, v in change.items() if k not in cfg or cfg[k] != v}
+    return {"text": sig.remedy_text, "config": differs or change, "sources": [SOURCES[s] for s in sig.sources]}

@@ -1,0 +1,215 @@
+"""Per-run detector state: rolling metric windows, persistence, alert open / update / close.
+
+`RunDetector` is the pure evaluation path — no database, no clock. Ingest (through
+`hook.process_ingest`) and the scenario corpus (tests, bench/detect.py) feed it the
+same batches {name: (steps, values)} and get back the alert changes to persist.
+
+Windows stay in memory: the trailing KEEP_STEPS steps of every metric plus the run's
+first EARLY_STEPS steps (baselines for "against its own early level" and step-0 weights).
+After a server restart the hook rebuilds both from the store (`seed`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from server.detectors.catalog import BY_ID, SEVERITY_RANK, remedy_for, thresholds_for
+from server.detectors.rules import RULES, Context, Finding, Series
+
+KEEP_STEPS = 400  # > the largest rule window (oscillation: 200) with room for the onset search
+EARLY_STEPS = 100  # the run's first steps: early gradient levels, step-0 weights, parameter counts
+# Rules judged on the early window only: once it is complete their verdict cannot change.
+STATIC = ("poor_init", "capacity_imbalance")
+
+
+@dataclass
+class AlertState:
+    signature: str
+    severity: str
+    first_step: int
+    last_step: int
+    message: str
+    evidence: dict[str, Any]
+    remedy: dict[str, Any]
+    status: str = "open"
+    id: int | None = None  # database id once persisted
+    opened_step: int = -1  # the latest ingested step when it opened: detection time, for the corpus
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "signature": self.signature, "severity": self.severity, "status": self.status,
+                "first_step": self.first_step, "last_step": self.last_step, "message": self.message,
+                "evidence": self.evidence, "remedy": self.remedy}
+
+
+@dataclass
+class Change:
+    kind: str  # "open" | "update" | "close"
+    alert: AlertState
+
+
+def _merge(old: Series | None, s: np.ndarray, v: np.ndarray) -> Series:
+    """Append points, keeping steps increasing and the first value of a repeated step (as the store does)."""
+    if old is None or old[0].size == 0:
+        if s.size > 1 and not bool(np.all(s[1:] > s[:-1])):
+            s, idx = np.unique(s, return_index=True)
+            v = v[idx]
+        return s, v
+    os_, ov = old
+    if s.size and s[0] > os_[-1] and (s.size < 2 or bool(np.all(s[1:] > s[:-1]))):
+        return np.concatenate([os_, s]), np.concatenate([ov, v])  # the common case: a later batch
+    all_s = np.concatenate([os_, s])
+    all_v = np.concatenate([ov, v])
+    uniq, idx = np.unique(all_s, return_index=True)  # first occurrence: stored points win over replays
+    return uniq, all_v[idx]
+
+
+@dataclass
+class RunDetector:
+    """Detector state of one run. `feed` a batch, get the alert changes."""
+
+    config: Mapping[str, Any] | None = None
+    alerts: Iterable[AlertState] = ()
+    recent: dict[str, Series] = field(default_factory=dict, init=False)
+    early: dict[str, Series] = field(default_factory=dict, init=False)
+    origin: int | None = field(default=None, init=False)  # the run's first step
+    step: int = field(default=-1, init=False)
+    open: dict[str, AlertState] = field(default_factory=dict, init=False)
+    history: list[AlertState] = field(default_factory=list, init=False)  # every alert ever opened here
+    lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _static: dict[str, Finding | None] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.config = dict(self.config or {})
+        self.ctx = Context.from_config(self.config)
+        overrides = self.config.get("detectors") or {}
+        self.th = {sig: thresholds_for(sig, overrides) for sig in RULES}
+        for a in self.alerts:
+            if a.status == "open":
+                self.open[a.signature] = a
+                self.history.append(a)
+        self.alerts = ()
+
+    # --- windows ------------------------------------------------------------------------------
+    def add(self, series: Mapping[str, tuple[Any, Any]], origin: int | None = None) -> None:
+        """Merge points into the windows without judging (also used to rebuild after a restart)."""
+        batch = {}
+        for name, (s, v) in series.items():
+            s = np.asarray(s, dtype=np.int64)
+            v = np.asarray(v, dtype=np.float64)
+            if s.size:
+                batch[name] = (s, v)
+        if not batch:
+            return
+        if self.origin is None:
+            self.origin = origin if origin is not None else min(int(s.min()) for s, _ in batch.values())
+        early_end = self.origin + EARLY_STEPS
+        for name, (s, v) in batch.items():
+            rs, rv = _merge(self.recent.get(name), s, v)
+            self.step = max(self.step, int(rs[-1]))
+            self.recent[name] = (rs, rv)
+            e = s < early_end
+            if e.any():
+                self.early[name] = _merge(self.early.get(name), s[e], v[e])
+        cut = self.step - KEEP_STEPS
+        for name, (rs, rv) in self.recent.items():
+            if rs.size and rs[0] <= cut:
+                i = int(np.searchsorted(rs, cut, side="right"))
+                self.recent[name] = (rs[i:], rv[i:])
+
+    # --- judging ------------------------------------------------------------------------------
+    def feed(self, series: Mapping[str, tuple[Any, Any]]) -> list[Change]:
+        """One ingested batch: merge it, run every rule, return the alert changes."""
+        self.add(series)
+        return self.evaluate()
+
+    def _run(self, sig: str) -> Finding | None:
+        if sig in STATIC and sig in self._static:
+            return self._static[sig]
+        f = RULES[sig](self.recent, self.early, self.th[sig], self.ctx)
+        if sig in STATIC and self.origin is not None and self.step >= self.origin + EARLY_STEPS:
+            self._static[sig] = f  # the early window is complete: the verdict is final
+        return f
+
+    def evaluate(self) -> list[Change]:
+        changes: list[Change] = []
+        if self.step < 0:
+            return changes
+        for sig in RULES:
+            f = self._run(sig)
+            cur = self.open.get(sig)
+            if f is not None:
+                sev = f.severity or BY_ID[sig].severity
+                if cur is None:
+                    a = AlertState(sig, sev, f.first_step, f.last_step, f.message, f.evidence,
+                                   remedy_for(sig, self.config), opened_step=self.step)
+                    self.open[sig] = a
+                    self.history.append(a)
+                    changes.append(Change("open", a))
+                elif f.last_step > cur.last_step or sev != cur.severity:
+                    cur.last_step = max(cur.last_step, f.last_step)
+                    cur.first_step = min(cur.first_step, f.first_step)
+                    cur.severity, cur.message, cur.evidence = sev, f.message, f.evidence
+                    changes.append(Change("update", cur))
+            elif cur is not None and self._recovered(sig, cur):
+                cur.status = "closed"
+                del self.open[sig]
+                changes.append(Change("close", cur))
+        return changes
+
+    def _recovered(self, sig: str, a: AlertState) -> bool:
+        """Close only after the rule stayed quiet as long as its persistence window (hysteresis)."""
+        if sig in STATIC:
+            return True
+        quiet = 0.0 if sig == "nonfinite" else self.th[sig].get("window", 0.0)
+        return self.step - a.last_step >= quiet
+
+    @property
+    def health(self) -> str:
+        worst = max((SEVERITY_RANK[a.severity] for a in self.open.values()), default=0)
+        return next(k for k, v in SEVERITY_RANK.items() if v == worst)
+
+    def fired(self) -> dict[str, int]:
+        """{signature: the step at which it was first flagged} — for the corpus and the bench."""
+        out: dict[str, int] = {}
+        for a in self.history:
+            out.setdefault(a.signature, a.opened_step)
+        return out
+
+
+class Engine:
+    """RunDetectors of the runs this process has seen, least recently fed evicted beyond `capacity`.
+
+    An evicted run that ingests again is rebuilt from the store, as after a restart.
+    """
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._runs: OrderedDict[int, RunDetector] = OrderedDict()
+        self._lock = threading.Lock()
+        self.capacity = capacity
+
+    def get(self, run_id: int) -> RunDetector | None:
+        with self._lock:
+            det = self._runs.get(run_id)
+            if det is not None:
+                self._runs.move_to_end(run_id)
+            return det
+
+    def put(self, run_id: int, det: RunDetector) -> RunDetector:
+        with self._lock:
+            det = self._runs.setdefault(run_id, det)
+            while len(self._runs) > self.capacity:
+                self._runs.popitem(last=False)
+            return det
+
+    def drop(self, run_id: int) -> None:
+        with self._lock:
+            self._runs.pop(run_id, None)
+
+    def __len__(self) -> int:
+        return len(self._runs)

@@ -1,0 +1,125 @@
+"""Runs: creation, lookup, listing and the run summary every read and `status` event carries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import case, func, or_, select
+from sqlalchemy.orm import Session
+
+from server.schema import Alert, MetricLatest, Run
+from server.store.util import iso, utcnow
+from trainer.config import JobConfig
+
+FINAL = ("succeeded", "failed", "cancelled", "stopped")
+STATUSES = ("queued", "running", *FINAL)
+# Per-layer series are many (one per layer); the runs list shows only the run-level ones.
+_LAYER_PREFIXES = ("grad/", "weight/", "update/")
+SORTS = {
+    "created": (Run.created_at, Run.id), "started": (Run.started_at, Run.id),
+    "finished": (Run.finished_at, Run.id), "name": (Run.name, Run.id), "status": (Run.status, Run.id),
+    "step": (Run.step, Run.id), "id": (Run.id,), "priority": (Run.priority, Run.id),
+}
+
+
+def create_job(session: Session, cfg: JobConfig) -> Run:
+    run = Run(name=cfg.name, kind="job", config=cfg.model_dump(mode="json"), status="queued", health="healthy",
+              priority=cfg.priority, attempts=0, max_attempts=cfg.max_attempts, created_at=utcnow(),
+              step=0, total_steps=cfg.steps)
+    session.add(run)
+    session.flush()
+    return run
+
+
+def create_sdk_run(session: Session, name: str, cfg: JobConfig) -> Run:
+    now = utcnow()
+    run = Run(name=name or cfg.name, kind="sdk", config=cfg.model_dump(mode="json"), status="running",
+              health="healthy", priority=cfg.priority, attempts=1, max_attempts=1, created_at=now,
+              started_at=now, heartbeat_at=now, step=0, total_steps=cfg.steps)
+    session.add(run)
+    session.flush()
+    return run
+
+
+def get_run(session: Session, run_id: int, *, lock: bool = False) -> Run | None:
+    """The run, or None. lock=True takes the row lock on PostgreSQL (SELECT ... FOR UPDATE): writers of
+    one run (ingest batches, finish, cancel) then serialise; SQLite's write path is serialised already."""
+    q = select(Run).where(Run.id == run_id)
+    if lock and session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update()
+    return session.scalars(q).first()
+
+
+def _key_config(config: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return JobConfig.model_validate(config).key_knobs()
+    except Exception:  # noqa: BLE001 - a config stored by an older version still lists
+        return {k: config.get(k) for k in ("dataset", "batch_size", "lr_d", "lr_g", "steps")}
+
+
+def summaries(session: Session, runs: list[Run], *, all_metrics: bool = False) -> list[dict[str, Any]]:
+    """Run summaries (docs/contracts.md) with three queries whatever the number of runs."""
+    ids = [r.id for r in runs]
+    last: dict[int, dict[str, float | None]] = {i: {} for i in ids}
+    counts: dict[int, tuple[int, int]] = {}
+    if ids:
+        q = select(MetricLatest.run_id, MetricLatest.name, MetricLatest.value).where(MetricLatest.run_id.in_(ids))
+        if not all_metrics:
+            q = q.where(*[~MetricLatest.name.startswith(p) for p in _LAYER_PREFIXES])
+        for r in session.execute(q.order_by(MetricLatest.name)).all():
+            last[r.run_id][r.name] = r.value
+        # ix_alerts_run_status: alert counts per run, open ones apart
+        for r in session.execute(
+                select(Alert.run_id, func.count(), func.sum(case((Alert.status == "open", 1), else_=0)))
+                .where(Alert.run_id.in_(ids)).group_by(Alert.run_id)).all():
+            counts[r[0]] = (int(r[1]), int(r[2] or 0))
+    out = []
+    for r in runs:
+        cfg = r.config or {}
+        total, open_ = counts.get(r.id, (0, 0))
+        out.append({
+            "id": r.id, "name": r.name, "kind": r.kind, "status": r.status, "health": r.health,
+            "step": r.step, "total_steps": r.total_steps, "created_at": iso(r.created_at),
+            "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
+            "dataset": cfg.get("dataset"), "key_config": _key_config(cfg), "last": last.get(r.id, {}),
+            "alert_count": total, "open_alerts": open_, "attempts": r.attempts, "max_attempts": r.max_attempts,
+            "priority": r.priority, "worker_id": r.worker_id, "error": r.error, "stop_reason": r.stop_reason,
+            "control": r.control, "checkpoint_step": r.checkpoint_step,
+            "heartbeat_at": iso(r.heartbeat_at),
+        })
+    return out
+
+
+def summary(session: Session, run: Run) -> dict[str, Any]:
+    return summaries(session, [run])[0]
+
+
+def detail(session: Session, run: Run) -> dict[str, Any]:
+    out = summaries(session, [run], all_metrics=True)[0]
+    out["config"] = run.config
+    out["metric_names"] = list(out["last"])
+    return out
+
+
+def list_runs(session: Session, *, statuses: list[str] | None = None, q: str | None = None,
+              kind: str | None = None, sort: str = "-created", limit: int = 50,
+              offset: int = 0) -> tuple[list[Run], int]:
+    """Runs page: filters, sort ('-' prefix for descending), pagination; returns (runs, total)."""
+    where = []
+    if statuses:
+        where.append(Run.status.in_(statuses))  # ix_runs_queue leads with status
+    if kind:
+        where.append(Run.kind == kind)
+    if q:
+        # Case-insensitive substring on name (or an exact id); LIKE wildcards in q are taken literally.
+        pat = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        conds = [func.lower(Run.name).like(pat, escape="\\")]
+        if q.strip().isdigit():
+            conds.append(Run.id == int(q.strip()))
+        where.append(or_(*conds))
+    desc = sort.startswith("-")
+    cols = SORTS[sort.lstrip("-")]
+    order = [c.desc() if desc else c.asc() for c in cols]  # ix_runs_created serves the default
+    total = session.scalar(select(func.count()).select_from(Run).where(*where)) or 0
+    rows = list(session.scalars(select(Run).where(*where).order_by(*order).limit(limit).offset(offset)))
+    return rows, int(total)

@@ -1,0 +1,354 @@
+// Run-page charts: the seeds' diagnostic plots as Plotly line charts and per-layer heatmaps.
+// Live points arrive through extend() and are appended with Plotly.extendTraces (no redraw);
+// zooming re-queries the visible step range; alerts are drawn as shaded spans over the steps they cover.
+"use strict";
+(() => {
+  const { naturalCompare } = GS;
+  const COLORS = ["#2f6fdf", "#d0342c", "#1f9d55", "#9b51e0", "#d98a00", "#0fa3b1", "#7a5c3e", "#e05297", "#5d6d7e"];
+  GS.MAX_POINTS = 2000; // per series in the overview; the server keeps every bucket's extremes
+  const HEAT_POINTS = 600; // per layer in a heatmap, binned to at most HEAT_COLS columns
+  const HEAT_COLS = 300;
+
+  // Plotly renders a subset of HTML in text; escape what comes from the server so it stays text.
+  GS.plotText = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+
+  const firstLayer = (names, prefix) => GS.layerOrder(names.filter((n) => n.startsWith(prefix)))[0];
+
+  // Which metrics each chart shows, resolved against the run's metric names.
+  GS.CHART_SPECS = [
+    { id: "d_loss", title: "D loss (total, on real, on fake)", names: ["loss/d", "loss/d_real", "loss/d_fake"],
+      refs: [{ y: 2 * Math.LN2, text: "2·ln 2 (equilibrium)" }], sigs: ["d_overpowering", "d_not_learning", "oscillation", "capacity_imbalance"] },
+    { id: "g_loss", title: "G loss (total, adversarial, feature matching)", names: ["loss/g", "loss/g_adv", "loss/g_fm"],
+      sigs: ["oscillation", "capacity_imbalance"] },
+    { id: "pred", title: "D(x) and D(G(z))", names: ["pred/real", "pred/fake", "pred/fake_g"],
+      refs: [{ y: 0.5, text: "0.5" }], sigs: ["d_overpowering", "d_not_learning"] },
+    { id: "grad_first", title: "First-layer gradient norm of D and G", log: true,
+      pick: (all) => [firstLayer(all, "grad/d/"), firstLayer(all, "grad/g/")].filter(Boolean),
+      sigs: ["vanishing_g_grad", "exploding_grad", "poor_init"] },
+    { id: "grad_d_heat", title: "D gradient norm per layer (log10)", heat: "grad/d/", sigs: ["exploding_grad"] },
+    { id: "grad_g_heat", title: "G gradient norm per layer (log10)", heat: "grad/g/", sigs: ["vanishing_g_grad", "exploding_grad"] },
+    { id: "update", title: "Update / weight ratio per layer", prefix: "update/", log: true },
+    { id: "perf", title: "Throughput (img/s; s/step on the right)", names: ["perf/img_s", "perf/step_s"], y2: ["perf/step_s"] },
+    { id: "diversity", title: "Sample diversity (G's spread / real spread)", names: ["sample/diversity"],
+      refs: [{ y: 1, text: "real" }], sigs: ["mode_collapse"] },
+    { id: "toy", title: "Toy set: modes covered, quality (right)", names: ["toy/modes", "toy/quality"], y2: ["toy/quality"],
+      sigs: ["mode_collapse"] },
+    { id: "lr", title: "Learning rates", names: ["lr/d", "lr/g"], log: true },
+  ];
+
+  GS.namesFor = (spec, all) => {
+    if (spec.names) return spec.names.filter((n) => all.includes(n));
+    if (spec.pick) return spec.pick(all);
+    const prefix = spec.prefix || spec.heat;
+    const found = all.filter((n) => n.startsWith(prefix));
+    // Per net (update/d, update/g), each in forward layer order.
+    const nets = [...new Set(found.map((n) => n.split("/").slice(0, 2).join("/")))].sort(naturalCompare);
+    return nets.flatMap((p) => GS.layerOrder(found.filter((n) => n.startsWith(p + "/"))));
+  };
+
+  GS.fetchMetrics = async (runId, names, { maxPoints = GS.MAX_POINTS, start, end, since } = {}) => {
+    if (!names.length) return {};
+    const q = new URLSearchParams({ names: names.join(","), max_points: String(maxPoints) });
+    if (start !== undefined) q.set("start", String(Math.floor(start)));
+    if (end !== undefined) q.set("end", String(Math.ceil(end)));
+    if (since !== undefined && since !== null) q.set("since_step", String(since));
+    const body = await GS.api(`/api/runs/${runId}/metrics?${q}`);
+    return (body && body.metrics) || {};
+  };
+
+  // Metric names an alert points at: strings anywhere in its evidence that look like metric names.
+  const alertMetrics = (alert) => {
+    const out = new Set();
+    const walk = (v) => {
+      if (typeof v === "string") { if (/^[a-z_]+\/[\w./*-]+$/i.test(v)) out.add(v); }
+      else if (Array.isArray(v)) v.forEach(walk);
+      else if (v && typeof v === "object") for (const [k, x] of Object.entries(v)) { walk(k); walk(x); }
+    };
+    walk(alert.evidence);
+    return [...out];
+  };
+
+  // An alert concerns a chart when its evidence names one of the chart's metrics (a trailing * or /
+  // is a prefix); an alert whose evidence names no metric falls back to the charts of its signature.
+  const concerns = (spec, names, alert) => {
+    if (alert._fallbackChart === spec.id) return true; // set by the page when no chart claimed it
+    const metrics = alertMetrics(alert);
+    const hit = metrics.some((m) => {
+      const isPrefix = m.endsWith("*") || m.endsWith("/");
+      const p = m.endsWith("*") ? m.slice(0, -1) : m;
+      return names.some((n) => (isPrefix ? n.startsWith(p) : n === m));
+    });
+    return hit || (metrics.length === 0 && (spec.sigs || []).includes(alert.signature));
+  };
+
+  const alertDecor = (spec, names, alerts) => {
+    const shapes = [], annotations = [];
+    for (const a of alerts) {
+      if (!concerns(spec, names, a)) continue;
+      const failing = a.severity === "failing";
+      const color = failing ? "208,52,44" : "217,138,0";
+      const x0 = a.first_step, x1 = Math.max(a.last_step ?? a.first_step, a.first_step);
+      shapes.push({ type: "rect", name: "alert-" + a.id, xref: "x", yref: "paper", x0, x1: x1 === x0 ? x0 + 0.5 : x1,
+        y0: 0, y1: 1, fillcolor: `rgba(${color},${a.status === "closed" ? 0.07 : 0.16})`, line: { width: 0 }, layer: "below" });
+      shapes.push({ type: "line", name: "alert-start-" + a.id, xref: "x", yref: "paper", x0, x1: x0, y0: 0, y1: 1,
+        line: { color: `rgb(${color})`, width: 1.5, dash: "dot" } });
+      annotations.push({ x: x0, y: 1, xref: "x", yref: "paper", xanchor: "left", yanchor: "top", showarrow: false,
+        text: "⚑ " + GS.plotText(a.signature), font: { size: 10, color: `rgb(${color})` }, bgcolor: "rgba(255,255,255,.7)" });
+    }
+    return { shapes, annotations };
+  };
+
+  const refShapes = (spec) => (spec.refs || []).map((r) => ({ type: "line", xref: "paper", x0: 0, x1: 1, y0: r.y, y1: r.y,
+    line: { color: "#9aa3b5", width: 1, dash: "dash" } }));
+
+  const baseLayout = (spec) => ({
+    title: { text: spec.title, font: { size: 13 }, x: 0.02 },
+    margin: { l: 52, r: spec.y2 ? 52 : 14, t: 30, b: 32 }, height: 260,
+    xaxis: { title: { text: "step", font: { size: 10 }, standoff: 2 }, zeroline: false },
+    yaxis: { type: spec.log ? "log" : "linear", zeroline: false, exponentformat: "power" },
+    legend: { orientation: "h", y: -0.22, font: { size: 10 } }, showlegend: true,
+    hovermode: "x unified", uirevision: "keep", paper_bgcolor: "#fff", plot_bgcolor: "#fff",
+  });
+  const CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
+
+  // --- base: zoom handling and alert drawing shared by both chart kinds ---------------------------
+  class Chart {
+    constructor(spec, div, ctx) {
+      this.spec = spec; this.div = div; this.ctx = ctx; this.names = []; this.zoom = null; this.alerts = [];
+      this.lastStep = {}; this.silent = false;
+    }
+    hook() {
+      this.div.on("plotly_relayout", (ev) => {
+        if (this.silent) return;
+        if (ev["xaxis.autorange"] || ev.autosize) this.setRange(null, true);
+        else if (ev["xaxis.range[0]"] !== undefined) this.setRange([ev["xaxis.range[0]"], ev["xaxis.range[1]"]], true);
+        else if (Array.isArray(ev["xaxis.range"])) this.setRange(ev["xaxis.range"], true);
+      });
+    }
+    // Zoom: re-query the visible steps at full resolution (up to MAX_POINTS per series in the range).
+    async setRange(range, fromUser) {
+      this.zoom = range;
+      if (fromUser && this.ctx.onZoom) this.ctx.onZoom(this, range);
+      if (!fromUser) {
+        this.silent = true;
+        try {
+          await Plotly.relayout(this.div, range ? { "xaxis.range": range, "xaxis.autorange": false } : { "xaxis.autorange": true });
+        } finally { this.silent = false; }
+      }
+      await this.reload();
+    }
+    fetchOpts(maxPoints) {
+      const o = { maxPoints };
+      if (this.zoom) { o.start = Math.max(0, this.zoom[0]); o.end = this.zoom[1]; }
+      return o;
+    }
+    decor() {
+      const d = alertDecor(this.spec, this.names, this.alerts);
+      return { shapes: refShapes(this.spec).concat(d.shapes), annotations: d.annotations };
+    }
+    setAlerts(alerts) {
+      this.alerts = alerts;
+      if (!this.drawn) return Promise.resolve();
+      this.silent = true;
+      return Plotly.relayout(this.div, this.decor()).finally(() => { this.silent = false; });
+    }
+  }
+
+  // --- line chart: one trace per metric, trace 0 holds the non-finite markers ------------------------
+  class LineChart extends Chart {
+    constructor(spec, div, ctx) { super(spec, div, ctx); this.data = {}; this.bad = { x: [], y: [], text: [] }; }
+
+    static lastFinite(series) {
+      for (let i = series.values.length - 1; i >= 0; i--) if (series.values[i] !== null) return series.values[i];
+      return null;
+    }
+    badPoint(name, step, series) {
+      // A non-finite value is drawn as a red x where the series was last seen, never dropped.
+      let y = LineChart.lastFinite(series);
+      if (y === null || (this.spec.log && y <= 0)) y = this.spec.log ? 1 : 0;
+      this.bad.x.push(step); this.bad.y.push(y); this.bad.text.push(GS.plotText(name) + " non-finite at step " + step);
+    }
+    setSeries(metrics) {
+      this.data = {}; this.bad = { x: [], y: [], text: [] };
+      for (const n of this.names) {
+        const src = metrics[n] || { steps: [], values: [] };
+        const s = { steps: [], values: [] };
+        src.steps.forEach((st, i) => {
+          const v = src.values[i];
+          s.steps.push(st); s.values.push(v);
+          if (v === null || (typeof v === "number" && !Number.isFinite(v))) this.badPoint(n, st, s);
+        });
+        this.data[n] = s;
+        if (s.steps.length) this.lastStep[n] = Math.max(this.lastStep[n] ?? -Infinity, s.steps[s.steps.length - 1]);
+      }
+    }
+    traces() {
+      const out = [{ name: "non-finite", x: this.bad.x, y: this.bad.y, text: this.bad.text, mode: "markers", type: "scatter",
+        hoverinfo: "text", marker: { symbol: "x-thin-open", size: 11, color: "#d0342c", line: { width: 2.5, color: "#d0342c" } },
+        showlegend: this.bad.x.length > 0 }];
+      this.names.forEach((n, i) => out.push(this.trace(n, i)));
+      return out;
+    }
+    trace(n, i) {
+      const s = this.data[n] || { steps: [], values: [] };
+      // Norm-layer update ratios start hidden (one click in the legend shows them): conv/fc layers are the signal.
+      const hidden = this.spec.prefix && /\/(bn|norm)\w*$/.test(n);
+      return { name: GS.plotText(n), x: s.steps, y: s.values, mode: "lines", type: "scatter", connectgaps: false,
+        visible: hidden ? "legendonly" : true,
+        line: { width: 1.4, color: COLORS[i % COLORS.length] }, yaxis: (this.spec.y2 || []).includes(n) ? "y2" : "y" };
+    }
+    layout() {
+      const l = Object.assign(baseLayout(this.spec), this.decor());
+      if (this.spec.y2) l.yaxis2 = { overlaying: "y", side: "right", zeroline: false, showgrid: false };
+      if (this.zoom) l.xaxis = Object.assign(l.xaxis, { range: this.zoom, autorange: false });
+      return l;
+    }
+    async draw() {
+      this.silent = true;
+      try {
+        await (this.drawn ? Plotly.react(this.div, this.traces(), this.layout(), CONFIG)
+          : Plotly.newPlot(this.div, this.traces(), this.layout(), CONFIG));
+      } finally { this.silent = false; }
+      if (!this.drawn) { this.drawn = true; this.hook(); }
+    }
+    async reload() {
+      this.setSeries(await GS.fetchMetrics(this.ctx.runId, this.names, this.fetchOpts(GS.MAX_POINTS)));
+      await this.draw();
+    }
+    async addNames(names) {
+      const fresh = names.filter((n) => !this.names.includes(n));
+      if (!fresh.length) return;
+      this.names.push(...fresh);
+      if (this.drawn) await Plotly.addTraces(this.div, fresh.map((n) => this.trace(n, this.names.indexOf(n))));
+    }
+    // Live points: append what is newer than the last step held, with one extendTraces call.
+    extend(metrics) {
+      const xs = [], ys = [], idx = [];
+      const badBefore = this.bad.x.length;
+      let top = null;
+      this.names.forEach((n, i) => {
+        const src = metrics[n];
+        if (!src || !src.steps.length) return;
+        const s = this.data[n] || (this.data[n] = { steps: [], values: [] });
+        const last = this.lastStep[n] ?? -Infinity;
+        const x = [], y = [];
+        src.steps.forEach((st, k) => {
+          if (st <= last) return; // already held (catch-up overlaps the stream)
+          const v = src.values[k];
+          if (v === null || (typeof v === "number" && !Number.isFinite(v))) this.badPoint(n, st, s);
+          x.push(st); y.push(v === undefined ? null : v); s.steps.push(st); s.values.push(v ?? null);
+        });
+        if (!x.length) return;
+        this.lastStep[n] = x[x.length - 1];
+        top = Math.max(top ?? -Infinity, x[x.length - 1]);
+        xs.push(x); ys.push(y); idx.push(i + 1);
+      });
+      if (!idx.length || !this.drawn) return top;
+      if (this.bad.x.length > badBefore) {
+        xs.push(this.bad.x.slice(badBefore)); ys.push(this.bad.y.slice(badBefore)); idx.push(0);
+        Plotly.restyle(this.div, { showlegend: true, text: [this.bad.text] }, [0]);
+      }
+      Plotly.extendTraces(this.div, { x: xs, y: ys }, idx);
+      // Past a few times the overview budget, fetch a fresh downsampled overview instead of growing.
+      if (!this.zoom && Object.values(this.data).some((s) => s.steps.length > 3 * GS.MAX_POINTS)) this.reloadSoon();
+      return top;
+    }
+    reloadSoon() {
+      if (this.reloadTimer) return;
+      this.reloadTimer = setTimeout(() => { this.reloadTimer = null; this.reload(); }, 2000);
+    }
+    pointCount() { return Object.values(this.data).reduce((a, s) => a + s.steps.length, 0); }
+  }
+
+  // --- heatmap: layers × steps, log10 of the gradient norm, each cell the bucket's largest value -------
+  class HeatChart extends Chart {
+    constructor(spec, div, ctx) { super(spec, div, ctx); this.raw = {}; }
+    setSeries(metrics) {
+      this.raw = {};
+      for (const n of this.names) {
+        const s = metrics[n] || { steps: [], values: [] };
+        this.raw[n] = { steps: s.steps.slice(), values: s.values.slice() };
+        if (s.steps.length) this.lastStep[n] = Math.max(this.lastStep[n] ?? -Infinity, s.steps[s.steps.length - 1]);
+      }
+    }
+    grid() {
+      let lo = Infinity, hi = -Infinity, most = 0;
+      for (const s of Object.values(this.raw)) {
+        if (!s.steps.length) continue;
+        lo = Math.min(lo, s.steps[0]); hi = Math.max(hi, s.steps[s.steps.length - 1]); most = Math.max(most, s.steps.length);
+      }
+      if (!Number.isFinite(lo)) return { x: [], z: [] };
+      const cols = Math.max(1, Math.min(HEAT_COLS, most));
+      const width = Math.max(1, (hi - lo + 1) / cols);
+      const x = Array.from({ length: cols }, (_, c) => Math.round(lo + (c + 0.5) * width));
+      const z = this.names.map((n) => {
+        const row = new Array(cols).fill(null);
+        const s = this.raw[n] || { steps: [], values: [] };
+        s.steps.forEach((st, i) => {
+          const v = s.values[i];
+          if (v === null || !(v > 0)) return;
+          const c = Math.min(cols - 1, Math.floor((st - lo) / width));
+          const lv = Math.log10(v);
+          if (row[c] === null || lv > row[c]) row[c] = lv;
+        });
+        return row;
+      });
+      return { x, z };
+    }
+    traces() {
+      const { x, z } = this.grid();
+      const prefix = this.spec.heat;
+      return [{ type: "heatmap", x, y: this.names.map((n) => GS.plotText(n.slice(prefix.length))), z, colorscale: "Viridis",
+        hoverongaps: false, colorbar: { title: { text: "log10", side: "right" }, thickness: 10 },
+        hovertemplate: "step %{x}<br>layer %{y}<br>log10 ‖g‖ %{z:.2f}<extra></extra>" }];
+    }
+    layout() {
+      const l = Object.assign(baseLayout(this.spec), this.decor(), { showlegend: false, hovermode: "closest" });
+      l.yaxis = { autorange: "reversed", type: "category", tickfont: { size: 9 }, automargin: true };
+      if (this.zoom) l.xaxis = Object.assign(l.xaxis, { range: this.zoom, autorange: false });
+      return l;
+    }
+    async draw() {
+      this.silent = true;
+      try { await Plotly.react(this.div, this.traces(), this.layout(), CONFIG); } finally { this.silent = false; }
+      if (!this.drawn) { this.drawn = true; this.hook(); }
+    }
+    async reload() {
+      this.setSeries(await GS.fetchMetrics(this.ctx.runId, this.names, this.fetchOpts(HEAT_POINTS)));
+      await this.draw();
+    }
+    async addNames(names) {
+      const fresh = names.filter((n) => !this.names.includes(n));
+      if (!fresh.length) return;
+      this.names = GS.layerOrder(this.names.concat(fresh));
+      this.redrawSoon();
+    }
+    // A heatmap cannot be extended column-wise in place: points are appended and the grid re-binned, at most once a second.
+    extend(metrics) {
+      let top = null;
+      for (const n of this.names) {
+        const src = metrics[n];
+        if (!src || !src.steps.length) continue;
+        const s = this.raw[n] || (this.raw[n] = { steps: [], values: [] });
+        const last = this.lastStep[n] ?? -Infinity;
+        src.steps.forEach((st, k) => { if (st > last) { s.steps.push(st); s.values.push(src.values[k]); } });
+        if (s.steps.length) { this.lastStep[n] = s.steps[s.steps.length - 1]; top = Math.max(top ?? -Infinity, this.lastStep[n]); }
+      }
+      if (top !== null) this.redrawSoon();
+      return top;
+    }
+    redrawSoon() {
+      if (this.redrawTimer) return;
+      this.redrawTimer = setTimeout(() => {
+        this.redrawTimer = null;
+        if (Object.values(this.raw).some((s) => s.steps.length > 4 * HEAT_POINTS) && !this.zoom) this.reload();
+        else this.draw();
+      }, 1000);
+    }
+    pointCount() { return Object.values(this.raw).reduce((a, s) => a + s.steps.length, 0); }
+  }
+
+  GS.makeChart = (spec, div, ctx) => (spec.heat ? new HeatChart(spec, div, ctx) : new LineChart(spec, div, ctx));
+  GS.alertMetrics = alertMetrics;
+  GS.alertConcerns = concerns;
+})();

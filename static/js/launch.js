@@ -1,0 +1,118 @@
+// Launch form: every knob from trainer.config.knob_catalog(), rendered by the server.
+// Pre-fill: ?config=<json> (a run's config) and ?remedy=<json> (an alert's fix, highlighted).
+// Submit: POST /api/jobs; a 422's messages are shown next to the fields they name.
+"use strict";
+(() => {
+  const form = document.getElementById("launch-form");
+  const knobs = [...document.querySelectorAll(".knob")];
+  const byName = new Map(knobs.map((k) => [k.dataset.name, k]));
+  const input = (k) => k.querySelector("input, select, textarea");
+
+  const setValue = (k, v) => {
+    const i = input(k);
+    if (k.dataset.kind === "bool") i.checked = Boolean(v);
+    else if (k.dataset.kind === "json") i.value = JSON.stringify(v ?? {});
+    else i.value = v === null || v === undefined ? "" : String(v);
+  };
+
+  const resetDefaults = () => {
+    for (const k of knobs) {
+      const d = k.dataset.default;
+      if (k.dataset.kind === "bool") input(k).checked = d === "True" || d === "true";
+      else input(k).value = d;
+      k.classList.remove("remedy", "invalid");
+    }
+    clearErrors();
+  };
+
+  // Values as JSON types; what cannot be parsed is sent as typed so the server's 422 explains it.
+  const collect = () => {
+    const out = {};
+    const local = [];
+    for (const k of knobs) {
+      const name = k.dataset.name, kind = k.dataset.kind, el = input(k);
+      if (kind === "bool") { out[name] = el.checked; continue; }
+      const raw = el.value.trim();
+      if (raw === "" && (k.dataset.nullable === "true" || kind !== "string")) {
+        if (k.dataset.nullable !== "true" && kind !== "string") out[name] = raw; // empty required number: let the server say so
+        continue;
+      }
+      if (kind === "integer" || kind === "number") {
+        const n = Number(raw);
+        out[name] = Number.isFinite(n) && raw !== "" ? n : raw;
+      } else if (kind === "json") {
+        try { out[name] = JSON.parse(raw || "{}"); } catch (e) { local.push([name, "not valid JSON: " + e.message]); }
+      } else out[name] = raw;
+    }
+    return { config: out, local };
+  };
+
+  const clearErrors = () => {
+    for (const k of knobs) { k.classList.remove("invalid"); const e = k.querySelector(".error"); e.hidden = true; e.textContent = ""; }
+    document.getElementById("form-errors").textContent = "";
+  };
+
+  const showError = (field, msg) => {
+    const k = byName.get(field);
+    if (!k) {
+      const top = document.getElementById("form-errors");
+      top.textContent = (top.textContent ? top.textContent + "; " : "") + (field ? field + ": " : "") + msg;
+      return;
+    }
+    k.classList.add("invalid");
+    const e = k.querySelector(".error");
+    e.hidden = false;
+    e.textContent = (e.textContent ? e.textContent + "; " : "") + msg;
+  };
+
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    clearErrors();
+    const { config, local } = collect();
+    if (local.length) { local.forEach(([f, m]) => showError(f, m)); return; }
+    const btn = form.querySelector("button[type=submit]");
+    btn.disabled = true;
+    try {
+      const run = await GS.api("/api/jobs", { method: "POST", body: config });
+      location.href = "/runs/" + run.id;
+    } catch (e) {
+      if (e.status === 422 && e.body && Array.isArray(e.body.detail)) {
+        for (const d of e.body.detail) {
+          const loc = (d.loc || []).filter((p) => p !== "body");
+          showError(loc.length ? String(loc[0]) : "", (loc.length > 1 ? loc.slice(1).join(".") + ": " : "") + d.msg);
+        }
+        const first = document.querySelector(".knob.invalid");
+        if (first) first.scrollIntoView({ block: "center" });
+      } else if (e.status === 401) {
+        showError("", "the server needs a token: enter it in the top bar (" + e.message + ")");
+      } else {
+        showError("", e.message);
+      }
+    } finally {
+      btn.disabled = false;
+    }
+  });
+  document.getElementById("reset-btn").addEventListener("click", resetDefaults);
+
+  // Pre-fill from the query string (the run page's "relaunch" buttons).
+  const params = new URLSearchParams(location.search);
+  const parse = (s) => { try { return s ? JSON.parse(s) : null; } catch (_) { return null; } };
+  const config = parse(params.get("config"));
+  const remedy = parse(params.get("remedy"));
+  if (config || remedy) {
+    for (const [k, v] of Object.entries(config || {})) if (byName.has(k)) setValue(byName.get(k), v);
+    for (const [k, v] of Object.entries(remedy || {})) if (byName.has(k)) { setValue(byName.get(k), v); byName.get(k).classList.add("remedy"); }
+    const from = params.get("from");
+    const sig = params.get("alert");
+    const name = byName.get("name");
+    if (name && from && remedy) {
+      const base = (config && config.name) || "run " + from;
+      input(name).value = (base + " · fix " + (sig || "")).slice(0, 200);
+    }
+    const note = document.getElementById("prefill-note");
+    note.hidden = false;
+    note.textContent = (from ? "Pre-filled from run #" + from : "Pre-filled") +
+      (remedy ? "; the remedy for " + (sig || "the alert") + " changes: " +
+        Object.entries(remedy).map(([k, v]) => k + " → " + GS.fmtValue(v)).join(", ") + " (highlighted)." : ".");
+  }
+})();

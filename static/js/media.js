@@ -1,0 +1,141 @@
+// Run page, non-series panels: the fixed-z sample timeline (with interpolation/walk images when
+// present) and toy-set snapshots (1-D densities with D's output; 2-D scatter over the mixture).
+"use strict";
+(() => {
+  const { el, api } = GS;
+
+  GS.Samples = class {
+    constructor(runId) {
+      this.runId = runId;
+      this.byKind = new Map(); // kind -> [{step, url}] sorted by step
+      this.panel = document.getElementById("samples-panel");
+      this.img = document.getElementById("sample-img");
+      this.slider = document.getElementById("sample-slider");
+      this.follow = document.getElementById("sample-follow");
+      this.label = document.getElementById("sample-step");
+      this.extra = document.getElementById("sample-extra");
+      this.slider.addEventListener("input", () => {
+        const grids = this.grids();
+        this.follow.checked = Number(this.slider.value) === grids.length - 1;
+        this.show();
+      });
+      this.follow.addEventListener("change", () => this.render());
+    }
+    grids() { return this.byKind.get("grid") || []; }
+    async load() {
+      const body = await api(`/api/runs/${this.runId}/samples`);
+      this.byKind.clear();
+      for (const s of (body && body.samples) || []) this.put(s);
+      this.render();
+    }
+    put(s) {
+      const list = this.byKind.get(s.kind || "grid") || [];
+      const i = list.findIndex((x) => x.step === s.step);
+      // A re-upload replaces the image: bust the browser cache with a version.
+      const item = { step: s.step, url: s.url, v: (list[i] && list[i].v + 1) || 0 };
+      if (i >= 0) list[i] = item; else { list.push(item); list.sort((a, b) => a.step - b.step); }
+      this.byKind.set(s.kind || "grid", list);
+    }
+    add(s) { this.put(s); this.render(); }
+    src(item) { return item.v ? item.url + (item.url.includes("?") ? "&" : "?") + "v=" + item.v : item.url; }
+    render() {
+      const grids = this.grids();
+      this.panel.hidden = this.byKind.size === 0;
+      this.slider.max = String(Math.max(0, grids.length - 1));
+      if (this.follow.checked) this.slider.value = this.slider.max;
+      this.slider.hidden = grids.length < 2;
+      this.show();
+      const extras = [...this.byKind.entries()].filter(([k]) => k !== "grid");
+      this.extra.replaceChildren(...extras.map(([kind, list]) => {
+        const last = list[list.length - 1];
+        return el("figure", { style: "margin:8px 0" },
+          el("img", { src: this.src(last), alt: kind + " at step " + last.step }),
+          el("figcaption", { class: "muted", text: kind + " · step " + last.step }));
+      }));
+    }
+    show() {
+      const grids = this.grids();
+      const item = grids[Number(this.slider.value)] || grids[grids.length - 1];
+      this.img.hidden = !item;
+      if (!item) { this.label.textContent = ""; return; }
+      const src = this.src(item);
+      if (this.img.getAttribute("src") !== src) this.img.src = src;
+      this.label.textContent = "step " + item.step + " (" + (grids.indexOf(item) + 1) + "/" + grids.length + ")";
+    }
+  };
+
+  GS.Toy = class {
+    constructor(runId) {
+      this.runId = runId;
+      this.steps = [];
+      this.panel = document.getElementById("toy-panel");
+      this.div = document.getElementById("toy-plot");
+      this.slider = document.getElementById("toy-slider");
+      this.follow = document.getElementById("toy-follow");
+      this.label = document.getElementById("toy-step");
+      this.modes = null;
+      this.slider.addEventListener("change", () => {
+        this.follow.checked = Number(this.slider.value) === this.steps.length - 1;
+        this.load(this.steps[Number(this.slider.value)]);
+      });
+      this.follow.addEventListener("change", () => { if (this.follow.checked) this.load(); });
+    }
+    async load(step) {
+      const q = new URLSearchParams({ kind: "toy" });
+      if (step !== undefined) q.set("step", String(step));
+      let body;
+      try { body = await api(`/api/runs/${this.runId}/snapshots?${q}`); } catch (e) { return; }
+      this.steps = (body && body.steps) || [];
+      if (!body || !body.snapshot) return;
+      this.panel.hidden = false;
+      this.slider.max = String(Math.max(0, this.steps.length - 1));
+      this.slider.hidden = this.steps.length < 2;
+      const idx = this.steps.indexOf(body.snapshot.step);
+      if (idx >= 0) this.slider.value = String(idx);
+      this.snap = body.snapshot;
+      this.draw();
+    }
+    onSnapshot(ev) { if (this.follow.checked) this.load(); else if (!this.steps.includes(ev.step)) this.steps.push(ev.step); }
+    setModes(v) { this.modes = v; if (this.snap) this.title(); }
+    title() {
+      this.label.textContent = "step " + this.snap.step + (this.modes !== null && this.modes !== undefined ? " · modes covered " + GS.fmt(this.modes) : "");
+    }
+    draw() {
+      const p = this.snap.payload || {};
+      this.title();
+      const layout = { margin: { l: 40, r: 40, t: 10, b: 30 }, height: 320, showlegend: true,
+        legend: { orientation: "h", y: -0.12, font: { size: 10 } }, uirevision: "toy" };
+      const cfg = { displaylogo: false, responsive: true };
+      if (p.dim === 1) {
+        const traces = [
+          { name: "real density", x: p.x, y: p.real_density, type: "scatter", mode: "lines", fill: "tozeroy", line: { color: "#7f8898" } },
+          { name: "G density", x: p.x, y: p.fake_density, type: "scatter", mode: "lines", line: { color: "#2f6fdf", width: 2 } },
+          { name: "D(x)", x: p.x, y: p.d_output, type: "scatter", mode: "lines", yaxis: "y2", line: { color: "#d0342c", dash: "dot" } },
+        ];
+        layout.yaxis = { title: { text: "density", font: { size: 10 } } };
+        layout.yaxis2 = { overlaying: "y", side: "right", range: [0, 1], title: { text: "D(x)", font: { size: 10 } }, showgrid: false };
+        Plotly.react(this.div, traces, layout, cfg);
+        return;
+      }
+      const xs = (pts) => (pts || []).map((q) => q[0]);
+      const ys = (pts) => (pts || []).map((q) => q[1]);
+      const traces = [];
+      if (p.d_grid && p.d_grid.z) {
+        traces.push({ type: "contour", name: "D(x)", x: p.d_grid.x, y: p.d_grid.y, z: p.d_grid.z, colorscale: "RdBu",
+          reversescale: true, zmin: 0, zmax: 1, opacity: 0.45, showscale: true, contours: { coloring: "heatmap" },
+          colorbar: { title: { text: "D", side: "right" }, thickness: 8 }, hoverinfo: "skip", showlegend: true });
+      }
+      traces.push({ name: "real", x: xs(p.real), y: ys(p.real), type: "scatter", mode: "markers", marker: { size: 3, color: "#6b7385", opacity: 0.5 } });
+      traces.push({ name: "generated", x: xs(p.fake), y: ys(p.fake), type: "scatter", mode: "markers", marker: { size: 3, color: "#2f6fdf" } });
+      traces.push({ name: "modes (3σ)", x: xs(p.modes), y: ys(p.modes), type: "scatter", mode: "markers",
+        marker: { symbol: "circle-open", color: "#d0342c", line: { width: 1.5 }, size: 14 } });
+      layout.xaxis = { zeroline: false };
+      layout.yaxis = { zeroline: false, scaleanchor: "x" };
+      if (p.sigma && p.modes) {
+        layout.shapes = p.modes.map((m) => ({ type: "circle", xref: "x", yref: "y", x0: m[0] - 3 * p.sigma, x1: m[0] + 3 * p.sigma,
+          y0: m[1] - 3 * p.sigma, y1: m[1] + 3 * p.sigma, line: { color: "rgba(208,52,44,.5)", width: 1, dash: "dot" } }));
+      }
+      Plotly.react(this.div, traces, layout, cfg);
+    }
+  };
+})();

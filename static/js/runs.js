@@ -1,0 +1,189 @@
+// Runs list: GET /api/runs, then live through /api/stream (status, alert and throttled progress events).
+"use strict";
+(() => {
+  const { el, api, fmt } = GS;
+  const runs = new Map(); // id -> summary
+  const sparks = new Map(); // id -> {"loss/d": {steps, values}, "loss/g": ...}
+  const selected = new Set();
+  const SPARK_NAMES = ["loss/d", "loss/g"];
+  const SPARK_COLORS = ["#2f6fdf", "#d0342c"];
+  const SPARK_KEEP = 120;
+  const params = new URLSearchParams(location.search);
+  const state = {
+    text: params.get("q") || "", status: params.get("status") || "", health: params.get("health") || "",
+    sort: params.get("sort") || "id", asc: params.get("asc") === "1",
+  };
+  const HEALTH_RANK = { failing: 0, warning: 1, healthy: 2 };
+  const tbody = document.querySelector("#runs tbody");
+
+  const sortKey = (r) => {
+    switch (state.sort) {
+      case "loss_d": return r.last && typeof r.last["loss/d"] === "number" ? r.last["loss/d"] : Infinity;
+      case "duration": return GS.durationMs(r) ?? -1;
+      case "health": return HEALTH_RANK[r.health] ?? 9;
+      case "step": return r.total_steps ? r.step / r.total_steps : r.step || 0;
+      case "started_at": return r.started_at || "";
+      default: return r[state.sort] ?? "";
+    }
+  };
+
+  const visible = () => {
+    const q = state.text.toLowerCase();
+    const out = [...runs.values()].filter((r) =>
+      (!state.status || r.status === state.status) && (!state.health || r.health === state.health) &&
+      (!q || [r.name, r.dataset, String(r.id), r.status].some((v) => String(v || "").toLowerCase().includes(q))));
+    out.sort((a, b) => {
+      const x = sortKey(a), y = sortKey(b);
+      const c = typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y));
+      return state.asc ? c : -c;
+    });
+    return out;
+  };
+
+  const knobChips = (r) => {
+    const skip = new Set(["dataset", "steps"]);
+    return Object.entries(r.key_config || {})
+      .filter(([k]) => !skip.has(k))
+      .map(([k, v]) => el("span", { class: "chip", title: k, text: k + " " + (typeof v === "number" ? fmt(v, 3) : GS.fmtValue(v)) }));
+  };
+
+  const progressCell = (r) => {
+    const total = r.total_steps || 0;
+    const pct = total ? Math.min(100, (100 * (r.step || 0)) / total) : 0;
+    const bar = el("span", { class: "progress", title: total ? pct.toFixed(1) + "%" : "" });
+    const fill = el("span");
+    fill.style.width = pct + "%";
+    bar.appendChild(fill);
+    return el("td", { class: "num" }, bar, " ", String(r.step || 0), total ? " / " + total : "");
+  };
+
+  const row = (r) => {
+    const last = r.last || {};
+    const box = el("input", { type: "checkbox", "aria-label": "select run " + r.id });
+    box.checked = selected.has(r.id);
+    box.addEventListener("change", () => {
+      if (box.checked) selected.add(r.id); else selected.delete(r.id);
+      document.getElementById("compare-btn").disabled = selected.size < 2;
+    });
+    const spark = sparks.get(r.id);
+    const alerts = r.open_alerts || 0;
+    return el("tr", { "data-id": r.id },
+      el("td", {}, box),
+      el("td", { class: "num" }, el("a", { href: "/runs/" + r.id, text: "#" + r.id })),
+      el("td", { class: "name" }, el("a", { href: "/runs/" + r.id, class: "run-name", text: r.name || "(unnamed)" }),
+        r.kind === "sdk" ? el("span", { class: "chip", text: "sdk" }) : null),
+      el("td", {}, GS.badge(r.status)),
+      el("td", {}, GS.badge(r.health || "healthy"),
+        alerts ? el("span", { class: "muted", title: "open alerts", text: " ⚑" + alerts }) : null),
+      el("td", { text: r.dataset || "" }),
+      el("td", {}, knobChips(r)),
+      progressCell(r),
+      el("td", { class: "num", text: fmt(last["loss/d"] ?? null) + " · " + fmt(last["loss/g"] ?? null) }),
+      el("td", {}, spark ? GS.sparkline(SPARK_NAMES.map((n) => spark[n] || { steps: [], values: [] }), SPARK_COLORS) : ""),
+      el("td", { class: "num", text: GS.fmtTime(r.started_at) }),
+      el("td", { class: "num", text: GS.fmtDuration(GS.durationMs(r)) }),
+    );
+  };
+
+  let renderQueued = false;
+  const render = () => {
+    if (renderQueued) return;
+    renderQueued = true;
+    // Coalesce bursts of events into one repaint per frame.
+    requestAnimationFrame(() => {
+      renderQueued = false;
+      const list = visible();
+      tbody.replaceChildren(...list.map(row));
+      document.getElementById("count").textContent = list.length + " of " + runs.size + " runs";
+      document.getElementById("empty").hidden = runs.size > 0;
+      document.querySelectorAll("#runs th[data-sort]").forEach((th) => {
+        th.classList.toggle("sorted", th.dataset.sort === state.sort);
+        th.classList.toggle("asc", th.dataset.sort === state.sort && state.asc);
+      });
+    });
+  };
+
+  const saveState = () => {
+    const p = new URLSearchParams();
+    if (state.text) p.set("q", state.text);
+    if (state.status) p.set("status", state.status);
+    if (state.health) p.set("health", state.health);
+    if (state.sort !== "id") p.set("sort", state.sort);
+    if (state.asc) p.set("asc", "1");
+    history.replaceState(null, "", location.pathname + (p.toString() ? "?" + p : ""));
+  };
+
+  const loadSpark = async (id) => {
+    try {
+      const body = await api(`/api/runs/${id}/metrics?names=${SPARK_NAMES.join(",")}&max_points=${SPARK_KEEP}`);
+      sparks.set(id, body.metrics || {});
+      render();
+    } catch (e) { /* a run without metrics yet: no sparkline */ }
+  };
+
+  const upsert = (summary) => {
+    if (!summary || summary.id === undefined) return;
+    const isNew = !runs.has(summary.id);
+    runs.set(summary.id, Object.assign(runs.get(summary.id) || {}, summary));
+    if (isNew) loadSpark(summary.id);
+    render();
+  };
+
+  const onProgress = (p) => {
+    const r = runs.get(p.run_id);
+    if (!r) { refreshOne(p.run_id); return; }
+    if (p.step !== null && p.step !== undefined) r.step = Math.max(r.step || 0, p.step);
+    r.last = Object.assign(r.last || {}, p.last || {});
+    const s = sparks.get(p.run_id) || {};
+    for (const [name, pts] of Object.entries(p.points || {})) {
+      const cur = s[name] || { steps: [], values: [] };
+      pts.steps.forEach((st, i) => {
+        if (!cur.steps.length || st > cur.steps[cur.steps.length - 1]) { cur.steps.push(st); cur.values.push(pts.values[i]); }
+      });
+      if (cur.steps.length > SPARK_KEEP * 2) { cur.steps.splice(0, SPARK_KEEP); cur.values.splice(0, SPARK_KEEP); }
+      s[name] = cur;
+    }
+    sparks.set(p.run_id, s);
+    render();
+  };
+
+  const refreshOne = async (id) => {
+    try { upsert(await api("/api/runs/" + id)); } catch (e) { /* deleted or not visible */ }
+  };
+
+  const loadAll = async () => {
+    const body = await api("/api/runs?limit=500");
+    for (const r of GS.runsFrom(body)) upsert(r);
+    render();
+  };
+
+  // Controls.
+  const text = document.getElementById("filter-text");
+  const status = document.getElementById("filter-status");
+  const health = document.getElementById("filter-health");
+  text.value = state.text; status.value = state.status; health.value = state.health;
+  text.addEventListener("input", () => { state.text = text.value; saveState(); render(); });
+  status.addEventListener("change", () => { state.status = status.value; saveState(); render(); });
+  health.addEventListener("change", () => { state.health = health.value; saveState(); render(); });
+  document.querySelectorAll("#runs th[data-sort]").forEach((th) => {
+    if (!th.dataset.sort) return;
+    th.addEventListener("click", () => {
+      if (state.sort === th.dataset.sort) state.asc = !state.asc;
+      else { state.sort = th.dataset.sort; state.asc = ["name", "dataset", "status"].includes(th.dataset.sort); }
+      saveState(); render();
+    });
+  });
+  document.getElementById("compare-btn").addEventListener("click", () => {
+    location.href = "/compare?ids=" + [...selected].sort((a, b) => a - b).join(",");
+  });
+  // Durations of running jobs tick without any event.
+  setInterval(() => { if ([...runs.values()].some((r) => r.status === "running")) render(); }, 5000);
+
+  new GS.LiveStream("/api/stream", {
+    // Subscribed first, then (re)load: nothing that changes in between is missed.
+    ready: () => loadAll().then(() => { window.ganscope.ready = true; }).catch((e) => console.error("runs", e)),
+    status: (s) => upsert(s.id !== undefined ? s : Object.assign({ id: s.run_id }, s)),
+    alert: (a) => refreshOne(a.run_id),
+    progress: onProgress,
+  });
+})();

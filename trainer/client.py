@@ -1,0 +1,523 @@
+"""HTTP client for workers and the SDK: bearer auth, retries with backoff, and an ordered disk spool.
+
+Every ingest call (metrics, samples, snapshots, checkpoints, finish) is first written to the
+spool: one file per request, named by a sequence number, fsync'd before `put` returns. A
+sender thread delivers the files oldest first and deletes each only after a 2xx. So when the
+server is down, restarting or failing, training goes on and nothing is lost; when it returns
+the spool replays in order. Ingest is idempotent on (run, name, step), so a replay of a batch
+the server had already accepted (say the answer was lost) does no harm.
+
+Outcomes by answer:
+* connection error, 502, 504, 401, 403 -> the server is unreachable (or the token is wrong):
+  keep everything, back off, retry from the oldest entry; never give up.
+* 503, 408, 429 -> the server is up but cannot take *this* request now (the store answers 503
+  for a database or disk error): the entry waits and is retried with backoff, without limit,
+  while later entries go ahead (a broken artifacts disk must not hold up metrics); several in a
+  row mean the whole server is unavailable, and everything backs off.
+* other 5xx -> retried a few times (later entries go ahead), then moved to `rejected/`.
+* other 4xx -> a bad request that retrying cannot fix: moved to `rejected/` at once.
+Rejected files stay on disk with their reason (replayable with `Spool.requeue_rejected`) and are
+logged loudly: nothing is dropped silently. A run's `finish` waits while an earlier entry of that
+run is pending, so the server sees the final status after the run's data; an entry that has
+failed `entry_attempts` times no longer holds it back (it keeps retrying on its own).
+
+This module imports no torch: the SDK uses it inside any training script.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import math
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+log = logging.getLogger("ganscope.client")
+
+OK, DOWN, BUSY, RETRY, REJECT = "ok", "down", "busy", "retry", "reject"
+_DOWN_CODES = {401, 403, 502, 504}
+_BUSY_CODES = {408, 429, 503}
+_STREAM_ABOVE = 8 << 20  # bodies larger than this are streamed from the spool file, not read into memory
+ActionCallback = Callable[[int, str, "str | None"], None]
+
+
+class SpoolBusy(RuntimeError):
+    """Another process holds this spool folder: two writers would interleave sequence numbers."""
+
+
+class ServerUnavailable(RuntimeError):
+    """A direct (unspooled) call could not reach a working server within its retry budget."""
+
+
+def encode_values(values: Any) -> list[float | str | None]:
+    """Floats for JSON: finite numbers as such, non-finite as the strings the wire protocol allows."""
+    out: list[float | str | None] = []
+    for v in values:
+        if v is None:
+            out.append(None)
+            continue
+        f = float(v)
+        out.append(f if math.isfinite(f) else ("nan" if f != f else ("inf" if f > 0 else "-inf")))
+    return out
+
+
+def json_safe(obj: Any) -> Any:
+    """Replace non-finite floats by None anywhere in a payload: bare NaN is not JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars, without importing numpy
+        return json_safe(obj.tolist())
+    return obj
+
+
+@dataclass(frozen=True)
+class Entry:
+    seq: int
+    kind: str
+    path: Path
+
+
+class Spool:
+    """Ordered, durable request queue in a folder: `<seq>.<kind>.req` = JSON header line + body."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.rejected_dir = self.root / "rejected"
+        self.rejected_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.root / ".lock", "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            self._lock_file.close()
+            raise SpoolBusy(f"spool {self.root} is in use by another process; give each worker its own --spool") from exc
+        for stale in self.root.glob(".tmp-*"):  # a crash mid-write leaves only these; the entry was never put
+            stale.unlink(missing_ok=True)
+        seqs = [self._seq(p.name) for p in (*self.root.glob("*.req"), *self.rejected_dir.glob("*.req"))]
+        self._next = max(seqs, default=0) + 1
+        self._mutex = threading.Lock()
+
+    @staticmethod
+    def _seq(name: str) -> int:
+        return int(name.split(".", 1)[0])
+
+    def put(self, kind: str, header: dict[str, Any], body: bytes = b"", body_file: Path | None = None) -> int:
+        """Durably append one request; returns its sequence number."""
+        with self._mutex:
+            seq = self._next
+            self._next += 1
+        final = self.root / f"{seq:012d}.{kind}.req"
+        tmp = self.root / f".tmp-{seq:012d}"
+        with open(tmp, "wb") as f:
+            f.write(json.dumps({"seq": seq, "kind": kind, **header}).encode() + b"\n")
+            if body_file is not None:
+                with open(body_file, "rb") as src:
+                    shutil.copyfileobj(src, f, 1 << 20)
+            else:
+                f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, final)  # atomic: the sender never sees a half-written entry
+        self._fsync_dir()
+        return seq
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def entries(self) -> list[Entry]:
+        out = []
+        with os.scandir(self.root) as it:
+            for d in it:
+                if d.name.endswith(".req") and not d.name.startswith("."):
+                    seq_s, kind, _ = d.name.split(".", 2)
+                    out.append(Entry(int(seq_s), kind, Path(d.path)))
+        out.sort(key=lambda e: e.seq)
+        return out
+
+    def count(self) -> int:
+        return len(self.entries())
+
+    @staticmethod
+    def read(entry: Entry) -> tuple[dict[str, Any], int, int]:
+        """(header, body offset, body size)."""
+        with open(entry.path, "rb") as f:
+            header = json.loads(f.readline())
+            offset = f.tell()
+        return header, offset, entry.path.stat().st_size - offset
+
+    @staticmethod
+    def body_bytes(entry: Entry, offset: int) -> bytes:
+        with open(entry.path, "rb") as f:
+            f.seek(offset)
+            return f.read()
+
+    @staticmethod
+    def body_stream(entry: Entry, offset: int) -> Iterator[bytes]:
+        with open(entry.path, "rb") as f:
+            f.seek(offset)
+            while chunk := f.read(1 << 20):
+                yield chunk
+
+    def remove(self, entry: Entry) -> None:
+        entry.path.unlink(missing_ok=True)
+
+    def reject(self, entry: Entry, reason: str) -> Path:
+        dest = self.rejected_dir / entry.path.name
+        os.replace(entry.path, dest)
+        (self.rejected_dir / (entry.path.name + ".reason.txt")).write_text(reason + "\n")
+        self._fsync_dir()
+        return dest
+
+    def rejected(self) -> list[Path]:
+        return sorted(self.rejected_dir.glob("*.req"))
+
+    def requeue_rejected(self) -> int:
+        """Put rejected entries back (after the operator fixed the cause); they keep their order."""
+        n = 0
+        for p in self.rejected():
+            os.replace(p, self.root / p.name)
+            (self.rejected_dir / (p.name + ".reason.txt")).unlink(missing_ok=True)
+            n += 1
+        return n
+
+    def close(self) -> None:
+        self._lock_file.close()
+
+
+class Client:
+    """Talks to one ganscope server. Direct calls retry for a while; ingest goes through the spool."""
+
+    def __init__(self, server: str, spool_dir: Path, *, token: str | None = None,
+                 on_action: ActionCallback | None = None, max_backoff: float = 2.0, entry_attempts: int = 5,
+                 batch_points: int = 20_000, flush_seconds: float = 1.0, timeout: float = 30.0) -> None:
+        self.base = server.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.spool = Spool(spool_dir)
+        self.on_action = on_action
+        self.max_backoff = max_backoff
+        self.entry_attempts = entry_attempts
+        self.batch_points = batch_points  # memory bound of the metric buffer
+        self.flush_seconds = flush_seconds
+        timeouts = httpx.Timeout(timeout, connect=5.0)
+        # Separate connection pools: a long checkpoint upload never delays a heartbeat or a claim.
+        self._direct = httpx.Client(base_url=self.base, headers=self.headers, timeout=timeouts)
+        self._sender_http = httpx.Client(base_url=self.base, headers=self.headers, timeout=timeouts)
+        self._buf: dict[int, dict[str, tuple[list[int], list[Any]]]] = {}
+        self._buf_points = 0
+        self._buf_since = 0.0
+        self._buf_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._deferred: dict[int, tuple[int, float]] = {}  # seq -> (attempts, next try at)
+        self._down_reason: str | None = None
+        self._delay = 0.0
+        self._thread = threading.Thread(target=self._sender, name="ganscope-spool", daemon=True)
+        self._thread.start()
+        if n := self.spool.count():
+            log.info("spool %s holds %d undelivered entries from before: replaying them", self.spool.root, n)
+
+    # --- direct calls ---------------------------------------------------------
+    def call(self, method: str, path: str, *, retry_for: float = 30.0, stop: threading.Event | None = None,
+             **kw: Any) -> httpx.Response:
+        """One request; connection errors and 502/503/504 are retried with backoff for `retry_for` s."""
+        deadline = time.monotonic() + retry_for
+        delay = 0.2
+        while True:
+            try:
+                r = self._direct.request(method, path, **kw)
+                if r.status_code not in (502, 503, 504):
+                    return r
+                why = f"HTTP {r.status_code}: {_detail(r)}"
+            except httpx.TransportError as exc:
+                why = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() + delay > deadline or (stop is not None and stop.is_set()):
+                raise ServerUnavailable(f"{method} {path} failed: {why}")
+            (stop or self._stop).wait(delay)
+            delay = min(delay * 2, self.max_backoff)
+
+    def download(self, path: str, dest: Path, *, retry_for: float = 60.0) -> httpx.Response | None:
+        """GET path into dest (streamed); the response (headers) or None on 404."""
+        deadline = time.monotonic() + retry_for
+        delay = 0.2
+        while True:
+            try:
+                with self._direct.stream("GET", path) as r:
+                    if r.status_code == 404:
+                        return None
+                    if r.status_code == 200:
+                        tmp = dest.with_suffix(dest.suffix + ".part")
+                        with open(tmp, "wb") as f:
+                            for chunk in r.iter_bytes(1 << 20):
+                                f.write(chunk)
+                        os.replace(tmp, dest)
+                        return r
+                    if r.status_code not in _DOWN_CODES | _BUSY_CODES:
+                        r.read()
+                        raise RuntimeError(f"GET {path}: HTTP {r.status_code}: {_detail(r)}")
+                    why = f"HTTP {r.status_code}"
+            except httpx.TransportError as exc:
+                why = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() + delay > deadline:
+                raise ServerUnavailable(f"GET {path} failed: {why}")
+            time.sleep(delay)
+            delay = min(delay * 2, self.max_backoff)
+
+    # --- spooled ingest -------------------------------------------------------
+    def log_metrics(self, run_id: int, series: dict[str, tuple[list[int], list[Any]]]) -> None:
+        """Buffer points; they reach the spool when the buffer is full or flush_seconds old."""
+        with self._buf_lock:
+            run = self._buf.setdefault(run_id, {})
+            for name, (steps, values) in series.items():
+                if len(steps) != len(values):
+                    raise ValueError(f"metric {name!r}: {len(steps)} steps but {len(values)} values")
+                s, v = run.setdefault(name, ([], []))
+                s.extend(int(x) for x in steps)
+                v.extend(values)
+                self._buf_points += len(steps)
+            if self._buf_points and not self._buf_since:
+                self._buf_since = time.monotonic()
+            full = self._buf_points >= self.batch_points
+        if full:
+            self.flush_metrics()
+
+    def flush_metrics(self) -> None:
+        """Write the metric buffer to the spool: one fsync'd entry per run."""
+        with self._buf_lock:
+            buf, self._buf, self._buf_points, self._buf_since = self._buf, {}, 0, 0.0
+            for run_id, series in buf.items():
+                body = {"series": {name: _sorted_unique(steps, values) for name, (steps, values) in series.items()}}
+                self._put_json("metrics", run_id, "POST", f"/api/runs/{run_id}/metrics", body)
+
+    def put_sample(self, run_id: int, step: int, kind: str, png: bytes) -> None:
+        self.spool.put("sample", {"run_id": run_id, "method": "POST", "path": f"/api/runs/{run_id}/samples",
+                                  "params": {"step": int(step), "kind": kind}, "content_type": "image/png"}, png)
+        self._wake.set()
+
+    def put_snapshot(self, run_id: int, step: int, kind: str, payload: dict[str, Any]) -> None:
+        self._put_json("snapshot", run_id, "POST", f"/api/runs/{run_id}/snapshots",
+                       {"step": int(step), "kind": kind, "payload": json_safe(payload)})
+
+    def put_checkpoint(self, run_id: int, step: int, path: Path) -> None:
+        # Copied into the spool now: the loop may overwrite or prune its own file later.
+        self.spool.put("checkpoint", {"run_id": run_id, "method": "PUT",
+                                      "path": f"/api/runs/{run_id}/checkpoints/{int(step)}",
+                                      "content_type": "application/octet-stream"}, body_file=path)
+        self._wake.set()
+
+    def finish(self, run_id: int, body: dict[str, Any]) -> int:
+        """Spooled behind the run's data: the server sees the final status after every point. Returns its seq."""
+        self.flush_metrics()
+        return self._put_json("finish", run_id, "POST", f"/api/runs/{run_id}/finish", body)
+
+    def _put_json(self, kind: str, run_id: int, method: str, path: str, body: dict[str, Any]) -> int:
+        data = json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
+        seq = self.spool.put(kind, {"run_id": run_id, "method": method, "path": path,
+                                    "content_type": "application/json"}, data)
+        self._wake.set()
+        return seq
+
+    def delivered(self, seq: int) -> bool:
+        """True once entry `seq` left the spool (accepted, or rejected and kept in rejected/)."""
+        return not any(self.spool.root.glob(f"{seq:012d}.*.req"))
+
+    def wait_delivered(self, seq: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        with self._changed:
+            while not self.delivered(seq):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(min(left, 0.2))
+        return True
+
+    def pending(self) -> int:
+        return self.spool.count() + (1 if self._buf_points else 0)
+
+    def flush(self, timeout: float) -> bool:
+        """Spool the buffer, then wait until the spool is empty; False if time ran out first."""
+        self.flush_metrics()
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        with self._changed:
+            while self.spool.count():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(min(left, 0.2))
+        return True
+
+    def close(self, timeout: float = 10.0) -> bool:
+        drained = self.flush(timeout)
+        if not drained:
+            log.warning("%d entries still in spool %s: they are kept on disk and replayed by the next "
+                        "process using this spool", self.spool.count(), self.spool.root)
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5.0)
+        self._direct.close()
+        self._sender_http.close()
+        self.spool.close()
+        return drained
+
+    # --- the sender thread ----------------------------------------------------
+    def _sender(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._buf_since and time.monotonic() - self._buf_since >= self.flush_seconds:
+                    self.flush_metrics()
+                entries = self.spool.entries()
+                if not entries or not self._pass(entries):
+                    # Nothing sendable now: sleep until new work, a deferred retry, or the backoff ends.
+                    self._wake.wait(self._delay or 0.2)
+                    self._wake.clear()
+            except Exception:  # noqa: BLE001 - the sender must outlive any single bad entry
+                log.exception("spool sender error; retrying")
+                self._stop.wait(1.0)
+
+    def _pass(self, entries: list[Entry]) -> bool:
+        """Try each due entry in order; True if any was delivered or rejected."""
+        progressed = False
+        held: set[int] = set()  # runs with an earlier entry still pending: their finish waits
+        busy_run: list[tuple[int, int, float]] = []  # consecutive 503s: (seq, attempts, next_at) before
+        for entry in entries:
+            if self._stop.is_set():
+                break
+            attempts, next_at = self._deferred.get(entry.seq, (0, 0.0))
+            header, offset, size = Spool.read(entry)
+            run_id = header.get("run_id")
+            if next_at > time.monotonic() or (entry.kind == "finish" and run_id in held):
+                if attempts < self.entry_attempts:
+                    held.add(run_id)
+                continue
+            outcome, why, resp = self._send(entry, header, offset, size)
+            busy_run = busy_run + [(entry.seq, attempts, next_at)] if outcome == BUSY else []
+            if outcome == DOWN or len(busy_run) >= 3:
+                # Unreachable, or everything answers 503: the server as a whole is unavailable. Undo the
+                # per-entry deferrals of this streak so the next try starts again from the oldest entry.
+                for seq, att, at in busy_run[:-1]:
+                    self._deferred[seq] = (att, at)
+                    if not att:
+                        del self._deferred[seq]
+                self._went_down(why)
+                return progressed
+            self._came_up()
+            if outcome == OK:
+                self.spool.remove(entry)
+                self._deferred.pop(entry.seq, None)
+                if resp is not None and entry.kind == "metrics":
+                    self._report_action(run_id, resp)
+            elif outcome == BUSY or (outcome == RETRY and attempts + 1 < self.entry_attempts):
+                if self._defer(entry, attempts, why, run_id) < self.entry_attempts:
+                    held.add(run_id)
+                continue
+            else:
+                dest = self.spool.reject(entry, f"{entry.kind} {header.get('method')} {header.get('path')}: {why}")
+                self._deferred.pop(entry.seq, None)
+                log.error("REJECTED %s for run %s: %s; kept in %s (not retried)", entry.kind, run_id, why, dest)
+            progressed = True
+            with self._changed:
+                self._changed.notify_all()
+        if self._deferred:
+            soonest = min(t for _, t in self._deferred.values())
+            self._delay = max(0.05, min(soonest - time.monotonic(), 1.0))
+        else:
+            self._delay = 0.0
+        return progressed
+
+    def _defer(self, entry: Entry, attempts: int, why: str, run_id: Any, quiet: bool = False) -> int:
+        """Retry this entry later (exponential backoff, capped); returns its failed attempts so far."""
+        attempts += 1
+        wait = min(0.5 * 2 ** (attempts - 1), 10.0)
+        self._deferred[entry.seq] = (attempts, time.monotonic() + wait)
+        if not quiet and (attempts in (1, self.entry_attempts) or attempts % 20 == 0):
+            log.warning("server failed to take %s for run %s (%s); attempt %d, kept in the spool and retried "
+                        "in %.1fs while later entries go ahead", entry.kind, run_id, why, attempts, wait)
+        return attempts
+
+    def _send(self, entry: Entry, header: dict[str, Any], offset: int, size: int
+              ) -> tuple[str, str, httpx.Response | None]:
+        content: bytes | Iterator[bytes]
+        content = Spool.body_bytes(entry, offset) if size <= _STREAM_ABOVE else Spool.body_stream(entry, offset)
+        headers = {"Content-Type": header.get("content_type", "application/json"), "Content-Length": str(size)}
+        try:
+            r = self._sender_http.request(header["method"], header["path"], params=header.get("params"),
+                                          content=content, headers=headers)
+        except httpx.TransportError as exc:
+            return DOWN, f"server unreachable ({type(exc).__name__}: {exc})", None
+        if 200 <= r.status_code < 300:
+            return OK, "", r
+        why = f"HTTP {r.status_code}: {_detail(r)}"
+        if r.status_code in _DOWN_CODES:
+            return DOWN, why, r
+        if r.status_code in _BUSY_CODES:
+            return BUSY, why, r
+        return (RETRY if r.status_code >= 500 else REJECT), why, r
+
+    def _went_down(self, why: str) -> None:
+        if self._down_reason is None:
+            log.warning("server not accepting data (%s): spooling to %s; training goes on", why, self.spool.root)
+        elif why != self._down_reason and "unreachable" not in why:
+            log.warning("server still not accepting data: %s", why)
+        self._down_reason = why
+        self._delay = min(max(self._delay * 2, 0.1), self.max_backoff)
+
+    def _came_up(self) -> None:
+        if self._down_reason is not None:
+            log.info("server accepting data again: replaying %d spooled entries in order", self.spool.count())
+            self._down_reason = None
+        self._delay = 0.0
+
+    def _report_action(self, run_id: int, resp: httpx.Response) -> None:
+        if self.on_action is None:
+            return
+        try:
+            data = resp.json()
+        except ValueError:
+            return
+        action = data.get("action") if isinstance(data, dict) else None
+        if action and action != "continue":
+            self.on_action(run_id, action, data.get("reason"))
+
+    def poke(self) -> None:
+        """Something else reached the server: retry the spool now instead of waiting out the backoff."""
+        self._delay = 0.0
+        self._wake.set()
+
+
+def _sorted_unique(steps: list[int], values: list[Any]) -> dict[str, list[Any]]:
+    """Steps ascending, the first value of a repeated step kept (the server's own rule)."""
+    if all(a < b for a, b in zip(steps, steps[1:])):
+        return {"steps": steps, "values": encode_values(values)}
+    seen: dict[int, Any] = {}
+    for s, v in zip(steps, values):
+        seen.setdefault(s, v)
+    order = sorted(seen)
+    return {"steps": order, "values": encode_values(seen[s] for s in order)}
+
+
+def _detail(r: httpx.Response) -> str:
+    try:
+        data = r.json()
+        if isinstance(data, dict) and "detail" in data:
+            return str(data["detail"])[:500]
+    except ValueError:
+        pass
+    return r.text[:500]

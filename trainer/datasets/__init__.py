@@ -1,0 +1,1 @@
+"""Dataset implementations behind `trainer.data` (import the interface from there)."""

@@ -1,0 +1,349 @@
+"""The instrumented GAN training loop: `train(cfg, sink, workdir, resume=None) -> TrainResult`.
+
+One *step* is `d_steps` D updates followed by `g_steps` G updates (DESIGN.md's knobs).
+Metrics of step s carry the step number s (1-based, counted after the step), from the
+last D and last G update of that step:
+
+* every step: ``loss/d`` (= ``loss/d_real`` + ``loss/d_fake``; 2·ln 2 at equilibrium),
+  ``loss/g`` (= ``loss/g_adv`` + ramped fm weight · ``loss/g_fm``), ``pred/real``,
+  ``pred/fake`` (D's mean probability on the D step), ``pred/fake_g`` (on the G step);
+* every `probe_every` steps: ``grad|weight|update/<d|g>/<layer>`` for every parameterised
+  layer of both nets, and ``sample/diversity``;
+* every flush: ``lr/d``, ``lr/g``, ``perf/step_s`` (mean over the window, sampling and
+  checkpointing excluded), ``perf/img_s`` (real images consumed per second);
+* toy sets, every `toy_every` steps: ``toy/modes``, ``toy/quality`` and a "toy" snapshot.
+
+Nothing reads a device value back per step: rows stay on the device until a flush
+(`flush_every` steps or `flush_seconds`), which is one transfer and one `sink.on_metrics`.
+The sink is asked for control after each flush and at most every `CONTROL_POLL_S`.
+
+Determinism: init from `seed`; data, noise and the fixed sample z each have their own
+generator, all saved in checkpoints, so a resumed run repeats the uninterrupted one
+exactly (bit-for-bit on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from trainer import checkpoint as ckpt_io
+from trainer.config import JobConfig
+from trainer.data import DataSource, DatasetError, build_data
+from trainer.device import amp_enabled, autocast, memory_format, resolve_device
+from trainer.models import NamedNet, build_models, z_shape
+from trainer.probes import LayerProbe, MetricBuffer, diversity
+from trainer.samples import GRID_N, checkpoint_figures, generate, images_png
+from trainer.sink import Sink
+from trainer.toy import density_payload, mixture_for, mode_stats
+
+Status = Literal["succeeded", "cancelled", "stopped", "handback"]
+_CONTROL_STATUS: dict[str, Status] = {"cancel": "cancelled", "stop": "stopped", "handback": "handback"}
+CONTROL_POLL_S = 0.5
+KEEP_CHECKPOINTS = 3
+TOY_EVAL_N = 1024
+# Offsets of the per-purpose generators from the run seed, so streams never overlap.
+_NOISE_SALT, _FIXED_Z_SALT, _EVAL_SALT = 1, 2, 3
+
+
+@dataclass
+class TrainResult:
+    status: Status
+    step: int
+    reason: str | None = None
+
+
+def total_steps(cfg: JobConfig, data: DataSource) -> int:
+    """`steps`, or with `epochs` the steps that consume that many passes of real images."""
+    if cfg.epochs is None:
+        return cfg.steps
+    if not data.length:
+        raise DatasetError(f"epochs needs a finite dataset; {cfg.dataset} is sampled endlessly: use steps")
+    return max(1, math.ceil(cfg.epochs * data.length / (cfg.batch_size * cfg.d_steps)))
+
+
+@dataclass
+class _Window:
+    """Host-side timing of the current flush window."""
+
+    start: float = field(default_factory=time.perf_counter)
+    steps: int = 0
+    side_s: float = 0.0   # time spent sampling/checkpointing, not training
+
+    def reset(self) -> None:
+        self.start, self.steps, self.side_s = time.perf_counter(), 0, 0.0
+
+
+class Trainer:
+    """Owns one run's nets, optimizers, generators and probes; `run()` trains it."""
+
+    def __init__(self, cfg: JobConfig, sink: Sink, workdir: Path, data_root: Path | None = None,
+                 probes: bool = True) -> None:
+        self.cfg, self.sink, self.workdir, self.probes = cfg, sink, Path(workdir), probes
+        self.device = resolve_device(cfg.device)
+        self.amp = amp_enabled(self.device, cfg.amp)
+        self.mem_format = memory_format(self.device, cfg.channels_last)
+        self.data = build_data(cfg, data_root)
+        self._check_data_shape()
+        self.total = total_steps(cfg, self.data)
+        self.mixture = mixture_for(cfg) if cfg.is_toy else None
+
+        g, d = build_models(cfg)
+        g.to(self.device, memory_format=self.mem_format)
+        d.to(self.device, memory_format=self.mem_format)
+        opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+        opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+        data_gen = torch.Generator().manual_seed(cfg.seed)
+        noise_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + _NOISE_SALT)
+        fixed_z = torch.randn(z_shape(cfg, GRID_N), generator=torch.Generator().manual_seed(cfg.seed + _FIXED_Z_SALT))
+        self.state = ckpt_io.TrainState(cfg=cfg, step=0, g=g, d=d, opt_g=opt_g, opt_d=opt_d, data_gen=data_gen,
+                                        noise_gen=noise_gen, fixed_z=fixed_z.to(self.device))
+
+        b = cfg.batch_size
+        self.real_target = torch.full((b,), cfg.label_smoothing, device=self.device)
+        self.fake_target = torch.zeros(b, device=self.device)
+        self.ones = torch.ones(b, device=self.device)
+
+        self.buffer = MetricBuffer()
+        self.probe_d = LayerProbe(d, "d")
+        self.probe_g = LayerProbe(g, "g")
+        scalars = ["loss/d", "loss/d_real", "loss/d_fake", "loss/g", "loss/g_adv"]
+        if cfg.fm_weight > 0:
+            scalars.append("loss/g_fm")
+        scalars += ["pred/real", "pred/fake", "pred/fake_g"]
+        self.buffer.define("step", scalars)
+        self.buffer.define("probe", [*self.probe_d.names("grad"), *self.probe_g.names("grad"),
+                                     *self.probe_d.names("weight"), *self.probe_g.names("weight"),
+                                     *self.probe_d.names("update"), *self.probe_g.names("update"),
+                                     "sample/diversity"])
+        self.window = _Window()
+        self._last_flush = time.monotonic()
+        self._last_poll = time.monotonic()
+        self._last_ckpt_step = -1
+
+    # --- setup helpers -----------------------------------------------------------
+    def _check_data_shape(self) -> None:
+        want = (self.cfg.data_dim,) if self.cfg.is_toy else (self.cfg.channels, self.cfg.image_size,
+                                                              self.cfg.image_size)
+        if tuple(self.data.shape) != want:
+            raise DatasetError(f"dataset {self.cfg.dataset} yields samples of shape {tuple(self.data.shape)}, "
+                               f"the networks expect {want}")
+
+    def noise(self, n: int) -> torch.Tensor:
+        return torch.randn(z_shape(self.cfg, n), generator=self.state.noise_gen, device=self.device)
+
+    def real_batch(self) -> torch.Tensor:
+        x = self.data.batch(self.cfg.batch_size, self.state.data_gen)
+        return x.to(self.device, non_blocking=True, memory_format=self.mem_format) if x.dim() == 4 \
+            else x.to(self.device, non_blocking=True)
+
+    def fm_weight(self, step: int) -> float:
+        """Feature-matching weight at `step`: ramps linearly from 0 so the adversarial term leads early."""
+        if self.cfg.fm_weight <= 0:
+            return 0.0
+        if self.cfg.fm_warmup_steps <= 0:
+            return self.cfg.fm_weight
+        return self.cfg.fm_weight * min(1.0, step / self.cfg.fm_warmup_steps)
+
+    # --- one step ------------------------------------------------------------------
+    def train_step(self, step: int) -> None:
+        """Step number `step` (1-based): d_steps D updates, then g_steps G updates."""
+        cfg, st = self.cfg, self.state
+        g, d = st.g, st.d
+        probe = self.probes and step % cfg.probe_every == 0
+        record = self.probes
+
+        # D updates. The last one's fake batch keeps G's graph and is reused by the first G update
+        # (as pytorch/examples' dcgan does), saving one G forward per step.
+        d.requires_grad_(True)
+        for k in range(cfg.d_steps):
+            last = k == cfg.d_steps - 1
+            real = self.real_batch()
+            z = self.noise(cfg.batch_size)
+            with autocast(self.device, self.amp):
+                if last:
+                    fake = g(z)
+                    fake_d = fake.detach()
+                else:
+                    with torch.no_grad():
+                        fake_d = g(z)
+                logit_r, feat_r = d(real)
+                logit_f, _ = d(fake_d)
+                loss_d_real = F.binary_cross_entropy_with_logits(logit_r.float(), self.real_target)
+                loss_d_fake = F.binary_cross_entropy_with_logits(logit_f.float(), self.fake_target)
+                loss_d = loss_d_real + loss_d_fake
+            st.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            if last and probe:
+                grad_d = self.probe_d.grad_norms()
+                self.probe_d.remember()
+            st.opt_d.step()
+            if last and probe:
+                weight_d, update_d = self.probe_d.weight_norms(), self.probe_d.update_ratios()
+
+        # G updates: D's parameters are frozen so backward computes no gradient G does not need.
+        d.requires_grad_(False)
+        feat_real = feat_r.detach().float().mean(0)
+        w_fm = self.fm_weight(step)
+        for j in range(cfg.g_steps):
+            if j > 0:
+                with autocast(self.device, self.amp):
+                    fake = g(self.noise(cfg.batch_size))
+            with autocast(self.device, self.amp):
+                logit_fg, feat_fg = d(fake)
+                logit_fg = logit_fg.float()
+                if cfg.loss == "nonsaturating":
+                    loss_adv = F.binary_cross_entropy_with_logits(logit_fg, self.ones)     # -log D(G(z))
+                else:
+                    loss_adv = -F.binary_cross_entropy_with_logits(logit_fg, self.fake_target)  # log(1 - D(G(z)))
+                loss_g = loss_adv
+                if cfg.fm_weight > 0:
+                    # Salimans et al. 2016: match D's mean penultimate features on real data (taken from
+                    # this step's D update) — mean squared, so the weight does not depend on D's width.
+                    loss_fm = (feat_fg.float().mean(0) - feat_real).pow(2).mean()
+                    loss_g = loss_adv + w_fm * loss_fm
+            st.opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            if j == cfg.g_steps - 1 and probe:
+                grad_g = self.probe_g.grad_norms()
+                self.probe_g.remember()
+            st.opt_g.step()
+            if j == cfg.g_steps - 1 and probe:
+                weight_g, update_g = self.probe_g.weight_norms(), self.probe_g.update_ratios()
+
+        if record:
+            row = [loss_d, loss_d_real, loss_d_fake, loss_g, loss_adv]
+            if cfg.fm_weight > 0:
+                row.append(loss_fm)
+            row += [torch.sigmoid(logit_r.float()).mean(), torch.sigmoid(logit_f.float()).mean(),
+                    torch.sigmoid(logit_fg).mean()]
+            self.buffer.record("step", step, torch.stack([t.detach().float() for t in row]))
+        if probe:
+            self.buffer.record("probe", step, torch.cat([
+                grad_d, grad_g, weight_d, weight_g, update_d, update_g, diversity(fake_d, real).reshape(1)]))
+
+    # --- periodic work ---------------------------------------------------------------
+    def flush(self) -> None:
+        step = self.state.step
+        if self.probes and self.window.steps:
+            train_s = max(time.perf_counter() - self.window.start - self.window.side_s, 1e-9)
+            step_s = train_s / self.window.steps
+            self.buffer.record_host("perf/step_s", step, step_s)
+            self.buffer.record_host("perf/img_s", step, self.cfg.batch_size * self.cfg.d_steps / step_s)
+            self.buffer.record_host("lr/d", step, self.state.opt_d.param_groups[0]["lr"])
+            self.buffer.record_host("lr/g", step, self.state.opt_g.param_groups[0]["lr"])
+        series = self.buffer.drain()
+        if series:
+            self.sink.on_metrics(series)
+        self.window.reset()
+        self._last_flush = time.monotonic()
+
+    def sample_grid(self) -> None:
+        st = self.state
+        png = images_png(generate(st.g, st.fixed_z), nrow=int(math.sqrt(GRID_N)))
+        self.sink.on_sample(st.step, "grid", png)
+
+    def toy_report(self) -> None:
+        """Mode coverage, quality and the density snapshot, from samples drawn with their own generator."""
+        st, cfg = self.state, self.cfg
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + _EVAL_SALT + st.step)
+        z = torch.randn(z_shape(cfg, TOY_EVAL_N), generator=gen).to(self.device)
+        fake = generate(st.g, z).cpu()
+        real = self.data.batch(TOY_EVAL_N, gen)
+        if self.mixture is not None and self.probes:
+            modes, quality = mode_stats(fake, self.mixture)
+            self.buffer.record_host("toy/modes", st.step, float(modes))
+            self.buffer.record_host("toy/quality", st.step, quality)
+        d = st.d
+
+        def d_prob(x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return torch.sigmoid(d(x.to(self.device))[0].float()).cpu()
+
+        payload = density_payload(real, fake, d_prob, self.mixture, cfg.data_dim)
+        self.sink.on_snapshot(st.step, "toy", payload)
+
+    def write_checkpoint(self) -> None:
+        st = self.state
+        if self._last_ckpt_step == st.step:
+            return
+        self.flush()  # metrics up to this step reach the sink before the checkpoint that covers them
+        path = ckpt_io.save(st, ckpt_io.checkpoint_path(self.workdir, st.step))
+        self._last_ckpt_step = st.step
+        self.sink.on_checkpoint(st.step, path)
+        if not self.cfg.is_toy:
+            for kind, png in checkpoint_figures(st.g, self.cfg, self.device).items():
+                self.sink.on_sample(st.step, kind, png)
+        ckpt_io.prune(self.workdir, KEEP_CHECKPOINTS)
+
+    def poll(self) -> str | None:
+        self._last_poll = time.monotonic()
+        action = self.sink.control()
+        if action is not None and action not in _CONTROL_STATUS:
+            raise ValueError(f"sink.control() answered {action!r}; expected None, 'cancel', 'stop' or 'handback'")
+        return action
+
+    def _stop(self, action: str) -> TrainResult:
+        self.write_checkpoint()
+        self.flush()
+        return TrainResult(status=_CONTROL_STATUS[action], step=self.state.step, reason=f"control: {action}")
+
+    # --- the run -------------------------------------------------------------------------
+    def run(self, resume: Path | None = None) -> TrainResult:
+        cfg, st = self.cfg, self.state
+        if resume is not None:
+            ckpt_io.restore(st, ckpt_io.load(Path(resume)))
+            self._last_ckpt_step = st.step
+        st.g.train()
+        st.d.train()
+        action = self.poll()
+        if action is not None:
+            return self._stop(action)
+        if st.step == 0:
+            self._periodic_outputs(force=True)
+        self.window.reset()
+        while st.step < self.total:
+            step = st.step + 1
+            self.train_step(step)
+            st.step = step
+            self.window.steps += 1
+            side_start = time.perf_counter()
+            self._periodic_outputs(force=step == self.total)
+            if step % cfg.checkpoint_every == 0 or step == self.total:
+                self.write_checkpoint()
+            self.window.side_s += time.perf_counter() - side_start
+            flushed = False
+            if step % cfg.flush_every == 0 or time.monotonic() - self._last_flush >= cfg.flush_seconds:
+                self.flush()
+                flushed = True
+            if flushed or time.monotonic() - self._last_poll >= CONTROL_POLL_S:
+                action = self.poll()
+                if action is not None:
+                    return self._stop(action)
+        self.flush()
+        return TrainResult(status="succeeded", step=st.step)
+
+    def _periodic_outputs(self, force: bool) -> None:
+        step = self.state.step
+        if self.cfg.is_toy:
+            if force or step % self.cfg.toy_every == 0:
+                self.toy_report()
+        elif force or step % self.cfg.sample_every == 0:
+            self.sample_grid()
+
+
+def train(cfg: JobConfig, sink: Sink, workdir: Path, resume: Path | None = None, data_root: Path | None = None,
+          *, probes: bool = True) -> TrainResult:
+    """Train one job, reporting through `sink`; see the module docstring.
+
+    `probes=False` turns every measurement off (same nets and updates): the overhead
+    benchmark's baseline. Returns when the steps are done or `sink.control()` says so,
+    after a final flush and checkpoint.
+    """
+    return Trainer(cfg, sink, Path(workdir), data_root=data_root, probes=probes).run(resume)

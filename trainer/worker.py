@@ -1,0 +1,303 @@
+"""The worker process: claim a job over HTTP, train it, report everything, hand it back on SIGTERM.
+
+    python -m trainer.worker --server URL [--token T] [--device cuda:1] [--spool DIR] [--workdir DIR]
+
+States (one stdout line each): idle -> claimed run N -> training -> finishing -> idle. A
+heartbeat thread reports the step every --heartbeat seconds; its answer (and each ingest
+answer) can say cancel / stop (the loop checkpoints and returns) or release (the server gave
+the job to someone else: abandon it without reporting). SIGTERM asks the loop to hand the
+job back: it checkpoints, the checkpoint and every point are flushed, and `finish` with
+status "handback" makes the server requeue the job for the next worker, which resumes from
+that checkpoint. Whatever happens, a final status is spooled in a `finally`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import threading
+import traceback
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainer.client import Client, ServerUnavailable
+from trainer.config import JobConfig
+
+log = logging.getLogger("ganscope.worker")
+
+
+@dataclass
+class JobState:
+    """What the training thread, the heartbeat thread and the spool sender share about one run."""
+
+    run_id: int
+    step: int = 0
+    action: str | None = None  # sticky: cancel / stop / release, once the server said it
+    reason: str | None = None
+
+    def told(self, action: str | None, reason: str | None) -> None:
+        if not action or action == "continue" or self.action == "release":
+            return
+        if action != self.action:
+            log.info("run %d: server says %s%s", self.run_id, action, f" ({reason})" if reason else "")
+        self.action, self.reason = action, reason
+
+
+class WorkerSink:
+    """The trainer's Sink: everything goes through the spooling client, nothing blocks on the network."""
+
+    def __init__(self, client: Client, state: JobState, worker: "Worker") -> None:
+        self.client, self.state, self.worker = client, state, worker
+
+    @property
+    def _dropped(self) -> bool:
+        # After a release another worker owns the run: what we would send now is not ours to send.
+        return self.state.action == "release"
+
+    def on_metrics(self, series: dict[str, tuple[list[int], list[float]]]) -> None:
+        if self._dropped:
+            return
+        self.client.log_metrics(self.state.run_id, series)
+        top = max((int(s[-1]) for s, _ in series.values() if len(s)), default=self.state.step)
+        self.state.step = max(self.state.step, top)
+
+    def on_sample(self, step: int, kind: str, png: bytes) -> None:
+        if not self._dropped:
+            self.client.put_sample(self.state.run_id, step, kind, png)
+
+    def on_snapshot(self, step: int, kind: str, payload: dict) -> None:
+        if not self._dropped:
+            self.client.put_snapshot(self.state.run_id, step, kind, payload)
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        if not self._dropped:
+            self.client.put_checkpoint(self.state.run_id, step, Path(path))
+            log.info("run %d: checkpoint at step %d spooled for upload", self.state.run_id, step)
+
+    def control(self) -> str | None:
+        if self.state.action == "release":
+            return "cancel"  # stop at once; the worker then drops the run without finishing it
+        if self.worker.terminating.is_set():
+            return "handback"
+        if self.state.action in ("cancel", "stop"):
+            return self.state.action
+        return None
+
+
+class Worker:
+    def __init__(self, opts: argparse.Namespace) -> None:
+        self.opts = opts
+        self.worker_id = opts.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+        self.workdir = Path(opts.workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.terminating = threading.Event()
+        self._current: JobState | None = None
+        self.client = Client(opts.server, Path(opts.spool), token=opts.token, on_action=self._on_ingest_action,
+                             flush_seconds=0.5)
+        self.device = resolve_device(opts.device)
+        self._hb_stop = threading.Event()
+        self._hb = threading.Thread(target=self._heartbeat_loop, name="ganscope-heartbeat", daemon=True)
+
+    # --- lifecycle --------------------------------------------------------------
+    def run(self) -> int:
+        log.info("worker %s: serving %s on %s (spool %s)", self.worker_id, self.opts.server, self.device,
+                 self.opts.spool)
+        self._hb.start()
+        jobs = 0
+        idle_logged = False
+        server_down = False
+        try:
+            while not self.terminating.is_set():
+                if self._finish_pending():
+                    # A previous job's final status is undelivered: claiming now would make the server
+                    # take that job for lost, and the server is not accepting data anyway.
+                    if not server_down:
+                        log.warning("worker %s: a final status waits in the spool; claiming when it is "
+                                    "delivered", self.worker_id)
+                    server_down = True
+                    self.client.poke()
+                    self.terminating.wait(max(self.opts.poll, 1.0))
+                    continue
+                try:
+                    job = self.claim()
+                except ServerUnavailable as exc:
+                    if not server_down:
+                        log.warning("worker %s: cannot claim, server unavailable (%s); retrying", self.worker_id, exc)
+                    server_down = True
+                    self.terminating.wait(max(self.opts.poll, 1.0))
+                    continue
+                if server_down:
+                    log.info("worker %s: server reachable again", self.worker_id)
+                    server_down = False
+                    self.client.poke()
+                if job is None:
+                    if not idle_logged:
+                        log.info("worker %s: idle, polling every %.1fs", self.worker_id, self.opts.poll)
+                        idle_logged = True
+                    self.terminating.wait(self.opts.poll)
+                    continue
+                idle_logged = False
+                self.run_job(job)
+                jobs += 1
+                if self.opts.once or (self.opts.max_jobs and jobs >= self.opts.max_jobs):
+                    break
+        finally:
+            self._hb_stop.set()
+            drained = self.client.close(self.opts.drain_timeout)
+            log.info("worker %s: exiting after %d job(s)%s", self.worker_id, jobs,
+                     "" if drained else " (spool not empty: kept on disk for replay)")
+        return 0
+
+    def claim(self) -> dict[str, Any] | None:
+        body = {"worker_id": self.worker_id, "host": socket.gethostname(), "devices": [self.device]}
+        r = self.client.call("POST", "/api/workers/claim", json=body, retry_for=0, stop=self.terminating)
+        if r.status_code == 204:
+            return None
+        if r.status_code != 200:
+            raise ServerUnavailable(f"claim answered HTTP {r.status_code}: {r.text[:300]}")
+        return r.json()
+
+    def run_job(self, job: dict[str, Any]) -> None:
+        run_id = int(job["run_id"])
+        state = JobState(run_id)
+        resume = job.get("resume")
+        log.info("run %d: claimed (attempt %s)%s", run_id, job.get("attempt"),
+                 f", resuming from step {resume['step']}" if resume else "")
+        rundir = self.workdir / "runs" / f"{run_id}-{job.get('attempt', 0)}-{uuid.uuid4().hex[:4]}"
+        rundir.mkdir(parents=True, exist_ok=True)
+        status, step, error = "failed", 0, None
+        self._current = state
+        try:
+            cfg = JobConfig.model_validate(job["config"])
+            if cfg.device != "cpu":  # the operator pins workers to devices; a job asking cpu gets cpu
+                cfg = cfg.model_copy(update={"device": self.device})
+            resume_path = self._fetch_checkpoint(run_id, rundir) if resume else None
+            from trainer.loop import train  # torch is imported only once there is a job
+
+            kw: dict[str, Any] = {"data_root": Path(self.opts.data_root)} if self.opts.data_root else {}
+            log.info("run %d: training on %s", run_id, cfg.device)
+            result = train(cfg, WorkerSink(self.client, state, self), rundir, resume=resume_path, **kw)
+            status, step = result.status, int(result.step)
+            error = result.reason if status == "failed" else None
+        except BaseException as exc:  # noqa: BLE001 - reported as the run's failure, then re-raised if fatal
+            status, step = "failed", state.step
+            error = traceback.format_exception_only(type(exc), exc)[-1].strip()
+            log.error("run %d: failed: %s\n%s", run_id, error, traceback.format_exc())
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            if state.action == "release":
+                log.info("run %d: released by the server (taken over elsewhere): dropped, not finished", run_id)
+                self.client.flush_metrics()
+            else:
+                seq = self.client.finish(run_id, {"worker_id": self.worker_id, "status": status, "step": step,
+                                                  "error": error})
+                log.info("run %d: finishing as %s at step %d", run_id, status, step)
+                # Heart-beat until the final status is delivered so the server does not requeue meanwhile.
+                if not self.client.wait_delivered(seq, self.opts.drain_timeout):
+                    log.warning("run %d: final status not delivered within %.0fs; it stays spooled (%d entries) "
+                                "and is replayed when the server takes data again", run_id,
+                                self.opts.drain_timeout, self.client.spool.count())
+            self._current = None
+            shutil.rmtree(rundir, ignore_errors=True)  # the spool holds its own copy of every checkpoint
+            log.info("run %d: done", run_id)
+
+    def _finish_pending(self) -> bool:
+        return any(e.kind == "finish" for e in self.client.spool.entries())
+
+    def _fetch_checkpoint(self, run_id: int, rundir: Path) -> Path | None:
+        dest = rundir / "resume.ckpt"
+        r = self.client.download(f"/api/runs/{run_id}/checkpoints/latest", dest)
+        if r is None:
+            log.warning("run %d: server has no checkpoint to resume from; starting at step 0", run_id)
+            return None
+        log.info("run %d: downloaded checkpoint of step %s", run_id, r.headers.get("x-ganscope-step"))
+        return dest
+
+    # --- server answers -----------------------------------------------------------
+    def _on_ingest_action(self, run_id: int, action: str, reason: str | None) -> None:
+        state = self._current
+        if state is not None and state.run_id == run_id:
+            state.told(action, reason)
+
+    def _heartbeat_loop(self) -> None:
+        failing = False
+        while not self._hb_stop.wait(self.opts.heartbeat):
+            state = self._current
+            if state is None:
+                continue
+            try:
+                r = self.client.call("POST", "/api/workers/heartbeat", retry_for=0, json={
+                    "worker_id": self.worker_id, "run_id": state.run_id, "step": state.step})
+                if r.status_code == 200:
+                    data = r.json()
+                    state.told(data.get("action"), data.get("reason"))
+                    if failing:
+                        log.info("run %d: heartbeat reaches the server again", state.run_id)
+                        self.client.poke()
+                    failing = False
+                elif not failing:
+                    log.warning("run %d: heartbeat answered HTTP %d: %s", state.run_id, r.status_code, r.text[:300])
+                    failing = True
+            except (ServerUnavailable, ValueError) as exc:
+                if not failing:
+                    log.warning("run %d: heartbeat failed (%s); training goes on", state.run_id, exc)
+                failing = True
+
+    def on_signal(self, signum: int, _frame: Any) -> None:
+        if self.terminating.is_set():
+            log.warning("worker %s: second signal: exiting now (spool kept on disk)", self.worker_id)
+            os._exit(1)
+        log.info("worker %s: %s: handing back the current job, then exiting", self.worker_id,
+                 signal.Signals(signum).name)
+        self.terminating.set()
+
+
+def resolve_device(device: str) -> str:
+    """auto -> cuda:0 or cpu; a device this host lacks stops the worker now, not at its first job."""
+    from trainer.device import resolve_device as torch_device
+
+    return str(torch_device(device))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="ganscope worker", description="Train ganscope jobs claimed from a server.")
+    p.add_argument("--server", default=os.environ.get("GANSCOPE_SERVER", "http://127.0.0.1:8000"))
+    p.add_argument("--token", default=os.environ.get("GANSCOPE_TOKEN"), help="or GANSCOPE_TOKEN")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--spool", default=None, help="undelivered requests (default: <workdir>/spool)")
+    p.add_argument("--workdir", default=os.path.join(os.path.expanduser("~"), ".ganscope", "worker"))
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between claims while idle")
+    p.add_argument("--heartbeat", type=float, default=2.0, help="seconds between heartbeats")
+    p.add_argument("--once", action="store_true", help="exit after one job")
+    p.add_argument("--max-jobs", type=int, default=0, help="exit after this many jobs (0: never)")
+    p.add_argument("--data-root", default=os.environ.get("GANSCOPE_DATA_ROOT"))
+    p.add_argument("--drain-timeout", type=float, default=30.0,
+                   help="longest wait for the server to take spooled data after a job or at exit")
+    p.add_argument("--worker-id", default=None)
+    opts = p.parse_args(argv)
+    if opts.device != "auto" and not __import__("re").match(r"^(cpu|cuda(:\d+)?|mps)$", opts.device):
+        p.error(f"--device must be auto, cpu, cuda or cuda:N, got {opts.device!r}")
+    opts.spool = opts.spool or os.path.join(opts.workdir, "spool")
+    return opts
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    worker = Worker(opts)
+    signal.signal(signal.SIGTERM, worker.on_signal)
+    signal.signal(signal.SIGINT, worker.on_signal)
+    return worker.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
