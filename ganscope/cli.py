@@ -249,25 +249,29 @@ def latent(
             resp = api.request("GET", f"/api/runs/{run_id}/checkpoints/latest")
         except ApiError as exc:
             if exc.status == 404:
-                _fail(f"run {run_id} has no checkpoint yet (or does not exist): {format_detail(exc.detail).strip()}")
+                _fail(f"run {run_id}: {format_detail(exc.detail).strip()} (no checkpoint yet?)")
             _fail(str(exc))
     step = resp.headers.get("x-ganscope-step", "latest")
     ckpt = out_dir / f"run{run_id}-step{step}.pt"
     ckpt.write_bytes(resp.content)
     from trainer import samples as tsamples  # torch: only now
 
-    written = []
     try:
-        (out_dir / "samples.png").write_bytes(tsamples.random_samples_png(ckpt, samples, seed))
-        written.append("samples.png")
-        (out_dir / "interpolation.png").write_bytes(tsamples.interpolation_png(ckpt, steps, seed))
-        written.append("interpolation.png")
+        generator = tsamples.load_generator(ckpt)
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: say so, no traceback
+        _fail(f"cannot load the checkpoint of run {run_id} ({ckpt}): {exc}")
+    figures: dict[str, Any] = {"samples.png": lambda g: tsamples.random_samples_png(g, samples, seed)}
+    # Interpolations and walks are pictures of images: a toy generator gets its scatter only.
+    if not generator.cfg.is_toy:
+        figures["interpolation.png"] = lambda g: tsamples.interpolation_png(g, steps, seed)
         for d in dim_list:
-            (out_dir / f"walk-dim{d}.png").write_bytes(tsamples.latent_walk_png(ckpt, d, steps, span, seed))
-            written.append(f"walk-dim{d}.png")
-    except (ValueError, IndexError) as exc:
+            figures[f"walk-dim{d}.png"] = lambda g, d=d: tsamples.latent_walk_png(g, d, steps, span, seed)
+    try:
+        for name, draw in figures.items():
+            (out_dir / name).write_bytes(draw(generator))
+    except (ValueError, IndexError, RuntimeError) as exc:
         _fail(f"cannot draw from run {run_id}'s generator: {exc}")
-    typer.echo(f"run {run_id}, checkpoint at step {step}: wrote {', '.join(written)} to {out_dir}")
+    typer.echo(f"run {run_id}, checkpoint at step {step}: wrote {', '.join(figures)} to {out_dir}")
 
 
 def main(argv: list[str] | None = None) -> None:

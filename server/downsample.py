@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 
 
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
 def _nonfinite_keep(finite: np.ndarray, budget: int) -> np.ndarray:
     """Indices of the non-finite points to keep: all of them while they fit in budget, else the first and
     last of every unbroken stretch of them (and, past that, an even subset of those)."""
@@ -36,23 +39,26 @@ def downsample(steps: np.ndarray, values: np.ndarray, max_points: int) -> tuple[
         idx = np.unique(np.linspace(0, n - 1, max(max_points, 1)).astype(np.int64))
         return steps[idx], values[idx]
     finite = np.isfinite(values)
-    keep_bad = _nonfinite_keep(finite, max_points // 2)
+    all_finite = bool(finite.all())
+    keep_bad = _EMPTY if all_finite else _nonfinite_keep(finite, max_points // 2)
     buckets = max(1, (max_points - keep_bad.size) // 4)
     width = -(-n // buckets)  # ceil: the last bucket may be short
-    count = -(-n // width)
-    pad = count * width - n
-    lo = np.where(finite, values, np.inf)
-    hi = np.where(finite, values, -np.inf)
-    if pad:
-        lo = np.concatenate((lo, np.full(pad, np.inf)))
-        hi = np.concatenate((hi, np.full(pad, -np.inf)))
-    starts = np.arange(count, dtype=np.int64) * width
+    full = n // width  # whole buckets; a short one may follow
+    # Non-finite points must not win min/max: mask them to +/-inf (skipped when there are none).
+    lo = values if all_finite else np.where(finite, values, np.inf)
+    hi = values if all_finite else np.where(finite, values, -np.inf)
+    starts = np.arange(full, dtype=np.int64) * width
     # A bucket with no finite point yields offset 0 (its first point, non-finite and kept anyway).
-    arg_lo = starts + np.argmin(lo.reshape(count, width), axis=1)
-    arg_hi = starts + np.argmax(hi.reshape(count, width), axis=1)
-    ends = np.minimum(starts + width, n) - 1
+    arg_lo = starts + np.argmin(lo[:full * width].reshape(full, width), axis=1)
+    arg_hi = starts + np.argmax(hi[:full * width].reshape(full, width), axis=1)
+    ends = starts + width - 1
+    if full * width < n:
+        tail = full * width
+        starts = np.append(starts, tail)
+        ends = np.append(ends, n - 1)
+        arg_lo = np.append(arg_lo, tail + int(np.argmin(lo[tail:])))
+        arg_hi = np.append(arg_hi, tail + int(np.argmax(hi[tail:])))
     idx = np.unique(np.concatenate((starts, ends, arg_lo, arg_hi, keep_bad)))
-    idx = idx[idx < n]
     return steps[idx], values[idx]
 
 

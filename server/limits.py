@@ -45,7 +45,8 @@ class RequestSizeLimit:
         for m, pattern in UPLOAD_ROUTES:
             if method == m and pattern.match(path):
                 return int(self.settings.max_upload_mb * MIB), (
-                    f"upload exceeds this server's limit of {_mb(self.settings.max_upload_mb)} (GANSCOPE_MAX_UPLOAD_MB)")
+                    f"upload exceeds this server's limit of {_mb(self.settings.max_upload_mb)} "
+                    "(GANSCOPE_MAX_UPLOAD_MB)")
         return int(self.settings.max_request_mb * MIB), (
             f"request body exceeds this server's limit of {_mb(self.settings.max_request_mb)} "
             "(GANSCOPE_MAX_REQUEST_MB)")

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import plotly
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from server.deps import DB
 from server.schema import Run
-from trainer.config import knob_catalog
+from trainer.config import JobConfig, knob_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = Jinja2Templates(directory=str(ROOT / "templates"))  # autoescape on for .html
@@ -31,10 +31,10 @@ ASSET_VERSION = "1"
 router = APIRouter(include_in_schema=False)
 
 
-def _render(request: Request, template: str, **ctx: Any) -> HTMLResponse:
+def _render(request: Request, template: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
     ctx.setdefault("asset_version", ASSET_VERSION)
     ctx.setdefault("token_required", bool(request.app.state.settings.token))
-    return TEMPLATES.TemplateResponse(request, template, ctx)
+    return TEMPLATES.TemplateResponse(request, template, ctx, status_code=status_code)
 
 
 @router.get("/static/vendor/plotly.min.js")
@@ -54,10 +54,11 @@ def run_page(run_id: int, request: Request, db: DB) -> HTMLResponse:
     with db.read() as s:
         run = s.get(Run, run_id)
         if run is None:
-            raise HTTPException(status_code=404, detail=f"run {run_id} not found")
+            return _render(request, "notfound.html", page="run", run_id=run_id, status_code=404)
         name = run.name
     # The name goes into <title> through autoescaping; the rest is fetched as JSON by the page.
-    defaults = {k["name"]: k["default"] for k in knob_catalog()}
+    # A list of pairs, not a dict: tojson sorts dict keys and the config table keeps the schema's order.
+    defaults = list(JobConfig().model_dump(mode="json").items())
     return _render(request, "run.html", page="run", run_id=run_id, run_name=name, defaults=defaults)
 
 
@@ -101,7 +102,8 @@ def launch_fields() -> list[dict[str, Any]]:
             "name": knob["name"], "kind": kind, "nullable": nullable, "help": knob["help"],
             "options": schema.get("enum", []),
             "default": default,
-            "default_text": json.dumps(default) if kind == "json" else ("" if default is None else str(default)),
+            "default_text": (json.dumps(default) if kind in ("json", "bool")
+                             else "" if default is None else str(default)),
             "bounds": ", ".join(bounds),
         })
     return fields

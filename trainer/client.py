@@ -17,9 +17,10 @@ Outcomes by answer:
 * other 5xx -> retried a few times (later entries go ahead), then moved to `rejected/`.
 * other 4xx -> a bad request that retrying cannot fix: moved to `rejected/` at once.
 Rejected files stay on disk with their reason (replayable with `Spool.requeue_rejected`) and are
-logged loudly: nothing is dropped silently. A run's `finish` waits while an earlier entry of that
-run is pending, so the server sees the final status after the run's data; an entry that has
-failed `entry_attempts` times no longer holds it back (it keeps retrying on its own).
+logged loudly: nothing is dropped silently. A run's `finish` and `checkpoint` entries wait while an
+earlier entry of that run is pending: the server sees a final status, or a resume point, only after
+the points it covers. An entry that has failed `entry_attempts` times no longer holds them back
+(it keeps retrying on its own).
 
 This module imports no torch: the SDK uses it inside any training script.
 """
@@ -46,6 +47,7 @@ log = logging.getLogger("ganscope.client")
 OK, DOWN, BUSY, RETRY, REJECT = "ok", "down", "busy", "retry", "reject"
 _DOWN_CODES = {401, 403, 502, 504}
 _BUSY_CODES = {408, 429, 503}
+_BARRIERS = ("checkpoint", "finish")  # sent only after the earlier entries of their run (see _pass)
 _STREAM_ABOVE = 8 << 20  # bodies larger than this are streamed from the spool file, not read into memory
 ActionCallback = Callable[[int, str, "str | None"], None]
 
@@ -315,6 +317,9 @@ class Client:
                        {"step": int(step), "kind": kind, "payload": json_safe(payload)})
 
     def put_checkpoint(self, run_id: int, step: int, path: Path) -> None:
+        # The points up to this step go first: a checkpoint on the server means a resumed job starts
+        # after it, so its points must never arrive later (or die with this process in the buffer).
+        self.flush_metrics()
         # Copied into the spool now: the loop may overwrite or prune its own file later.
         self.spool.put("checkpoint", {"run_id": run_id, "method": "PUT",
                                       "path": f"/api/runs/{run_id}/checkpoints/{int(step)}",
@@ -395,38 +400,40 @@ class Client:
     def _pass(self, entries: list[Entry]) -> bool:
         """Try each due entry in order; True if any was delivered or rejected."""
         progressed = False
-        held: set[int] = set()  # runs with an earlier entry still pending: their finish waits
-        busy_run: list[tuple[int, int, float]] = []  # consecutive 503s: (seq, attempts, next_at) before
+        held: set[int] = set()  # runs with an earlier data entry pending: their checkpoint and finish wait
+        held_ckpt: set[int] = set()  # runs with an earlier checkpoint pending: their finish waits
+        busy_in_row = 0
         for entry in entries:
             if self._stop.is_set():
                 break
             attempts, next_at = self._deferred.get(entry.seq, (0, 0.0))
             header, offset, size = Spool.read(entry)
             run_id = header.get("run_id")
-            if next_at > time.monotonic() or (entry.kind == "finish" and run_id in held):
+            waits = entry.kind in _BARRIERS and (run_id in held or (entry.kind == "finish" and run_id in held_ckpt))
+            if next_at > time.monotonic() or waits:
                 if attempts < self.entry_attempts:
-                    held.add(run_id)
+                    (held_ckpt if entry.kind == "checkpoint" else held).add(run_id)
                 continue
             outcome, why, resp = self._send(entry, header, offset, size)
-            busy_run = busy_run + [(entry.seq, attempts, next_at)] if outcome == BUSY else []
-            if outcome == DOWN or len(busy_run) >= 3:
-                # Unreachable, or everything answers 503: the server as a whole is unavailable. Undo the
-                # per-entry deferrals of this streak so the next try starts again from the oldest entry.
-                for seq, att, at in busy_run[:-1]:
-                    self._deferred[seq] = (att, at)
-                    if not att:
-                        del self._deferred[seq]
+            busy_in_row = busy_in_row + 1 if outcome == BUSY else 0
+            if outcome == BUSY:
+                if self._defer(entry, attempts, why, run_id, quiet=busy_in_row >= 3) < self.entry_attempts:
+                    (held_ckpt if entry.kind == "checkpoint" else held).add(run_id)
+            if outcome == DOWN or busy_in_row >= 3:
+                # Unreachable, or everything answers 503: the server as a whole is unavailable.
                 self._went_down(why)
                 return progressed
+            if outcome == BUSY:
+                continue
             self._came_up()
             if outcome == OK:
                 self.spool.remove(entry)
                 self._deferred.pop(entry.seq, None)
                 if resp is not None and entry.kind == "metrics":
                     self._report_action(run_id, resp)
-            elif outcome == BUSY or (outcome == RETRY and attempts + 1 < self.entry_attempts):
+            elif outcome == RETRY and attempts + 1 < self.entry_attempts:
                 if self._defer(entry, attempts, why, run_id) < self.entry_attempts:
-                    held.add(run_id)
+                    (held_ckpt if entry.kind == "checkpoint" else held).add(run_id)
                 continue
             else:
                 dest = self.spool.reject(entry, f"{entry.kind} {header.get('method')} {header.get('path')}: {why}")
@@ -483,6 +490,8 @@ class Client:
         if self._down_reason is not None:
             log.info("server accepting data again: replaying %d spooled entries in order", self.spool.count())
             self._down_reason = None
+            # Entries deferred during the outage are due now, so the replay keeps their order.
+            self._deferred = {seq: (att, 0.0) for seq, (att, _) in self._deferred.items()}
         self._delay = 0.0
 
     def _report_action(self, run_id: int, resp: httpx.Response) -> None:

@@ -102,6 +102,10 @@ class Worker:
         self.client = Client(opts.server, Path(opts.spool), token=opts.token, on_action=self._on_ingest_action,
                              flush_seconds=0.5)
         self.device = resolve_device(opts.device)
+        # torch and the trainer load now (seconds), not between claiming a job and heart-beating for it.
+        from trainer.loop import train
+
+        self._train = train
         self._hb_stop = threading.Event()
         self._hb = threading.Thread(target=self._heartbeat_loop, name="ganscope-heartbeat", daemon=True)
 
@@ -179,11 +183,9 @@ class Worker:
             if cfg.device != "cpu":  # the operator pins workers to devices; a job asking cpu gets cpu
                 cfg = cfg.model_copy(update={"device": self.device})
             resume_path = self._fetch_checkpoint(run_id, rundir) if resume else None
-            from trainer.loop import train  # torch is imported only once there is a job
-
             kw: dict[str, Any] = {"data_root": Path(self.opts.data_root)} if self.opts.data_root else {}
             log.info("run %d: training on %s", run_id, cfg.device)
-            result = train(cfg, WorkerSink(self.client, state, self), rundir, resume=resume_path, **kw)
+            result = self._train(cfg, WorkerSink(self.client, state, self), rundir, resume=resume_path, **kw)
             status, step = result.status, int(result.step)
             error = result.reason if status == "failed" else None
         except BaseException as exc:  # noqa: BLE001 - reported as the run's failure, then re-raised if fatal
@@ -293,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     logging.basicConfig(stream=sys.stdout, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per state change, not per request
     worker = Worker(opts)
     signal.signal(signal.SIGTERM, worker.on_signal)
     signal.signal(signal.SIGINT, worker.on_signal)

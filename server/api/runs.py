@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import numpy as np
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -16,7 +17,7 @@ from server.api.common import (
 from server.api.jobs import validate_config
 from server.auth import Authorized
 from server.deps import DB, BrokerDep, SettingsDep
-from server.downsample import downsample, select_range, to_json
+from server.downsample import downsample, select_range
 from server.store import artifacts, queue as queue_store
 from server.store import metrics as metrics_store
 from server.store import runs as runs_store
@@ -114,10 +115,10 @@ def get_metrics(run_id: int, db: DB,
         raw = metrics_store.read_raw(s, run_id, resolved, lo, end)
     out = {}
     for name, (st, v) in raw.items():
-        st, v = select_range(st, v, since_step)
-        out[name] = to_json(*downsample(st, v, max_points))
-    # orjson straight to bytes: the response model layer would walk every number again.
-    return Response(orjson.dumps({"metrics": out}), media_type="application/json")
+        st, v = downsample(*select_range(st, v, since_step), max_points)
+        out[name] = {"steps": np.ascontiguousarray(st), "values": np.ascontiguousarray(v)}
+    # orjson writes the numpy arrays directly (twice as fast as lists), and every NaN/Inf as null.
+    return Response(orjson.dumps({"metrics": out}, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
 @router.get("/api/runs/{run_id}/samples")

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -42,6 +44,48 @@ HEADERS = {
 }
 
 
+# Open streams, so a shutdown can end them: uvicorn waits for every response to finish before it
+# exits, and an event stream never finishes by itself (Ctrl-C would hang while a browser is open).
+_OPEN: set[asyncio.Queue] = set()
+_LOOP: asyncio.AbstractEventLoop | None = None
+_STOPPING = threading.Event()  # set on SIGINT/SIGTERM: streams opened from then on end at once
+
+
+def close_all_streams() -> None:
+    """End every open stream (from any thread or a signal handler); browsers reconnect on their own."""
+    loop = _LOOP
+    if loop is None or loop.is_closed():
+        return
+    for q in list(_OPEN):
+        loop.call_soon_threadsafe(q.put_nowait, None)
+
+
+def _chain_exit_signals() -> None:
+    """Close streams on SIGINT/SIGTERM, then hand the signal to the server's own handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        prev = signal.getsignal(sig)
+        if getattr(prev, "_ganscope_sse", False):
+            continue
+
+        def handler(signum, frame, _prev=prev):  # noqa: ANN001 - signal handler signature
+            _STOPPING.set()
+            close_all_streams()
+            if callable(_prev):
+                _prev(signum, frame)
+            elif _prev == signal.SIG_DFL:
+                signal.default_int_handler(signum, frame) if signum == signal.SIGINT else os._exit(128 + signum)
+
+        handler._ganscope_sse = True  # type: ignore[attr-defined]
+        signal.signal(sig, handler)
+
+
+def setup(app) -> None:  # noqa: ANN001 - called by server.app.create_app
+    # The app is built inside uvicorn's signal capture, so its handlers are already in place to chain to.
+    _chain_exit_signals()
+
+
 def keepalive_seconds() -> float:
     # An environment override (not a Settings field) lets tests observe the keep-alive without waiting 15 s.
     try:
@@ -66,7 +110,7 @@ def _max_step(metrics: dict[str, Any]) -> int | None:
     for series in metrics.values():
         steps = series.get("steps") if isinstance(series, dict) else None
         if steps is not None and len(steps):
-            last = int(max(steps[-1], steps[0]))
+            last = int(steps[-1])  # steps ascend within a batch
             best = last if best is None else max(best, last)
     return best
 
@@ -87,7 +131,20 @@ async def _events(queue: asyncio.Queue, request: Request, first: str, frame,  # 
     stream). tick() -> (frames, seconds until it wants to run again | None) lets the runs-list
     stream flush throttled progress without waiting for the next message.
     """
+    global _LOOP
+    _LOOP = asyncio.get_running_loop()
+    _OPEN.add(queue)
+    try:
+        async for chunk in _drain(queue, request, first, frame, tick):
+            yield chunk
+    finally:
+        _OPEN.discard(queue)
+
+
+async def _drain(queue: asyncio.Queue, request: Request, first: str, frame, tick) -> AsyncIterator[str]:  # noqa: ANN001
     yield f"retry: {RETRY_MS}\n" + first
+    if _STOPPING.is_set():
+        return
     interval = keepalive_seconds()
     last_sent = time.monotonic()
     while True:
@@ -109,7 +166,8 @@ async def _events(queue: asyncio.Queue, request: Request, first: str, frame,  # 
                 yield f": keep-alive {int(time.time())}\n\n"
             continue
         if msg is None:
-            # The broker dropped this slow reader: close, the browser reconnects and catches up.
+            # The broker dropped this slow reader, or the server is stopping: close; the browser
+            # reconnects and catches up from its last step.
             return
         out = frame(*msg)
         if out:

@@ -89,13 +89,15 @@ SIGNATURES: tuple[Signature, ...] = (
                 "minimax loss G's gradient vanishes; under the non-saturating loss it saturates; samples stop improving.",
         rule="over the last `window` steps, at ≥ `hold_frac` of points: loss/d − floor < `loss_d_max` "
              "(floor = the BCE entropy of the one-sided real target, 0 without smoothing) and "
-             "D(G(z)) < `pred_fake_max`; or D saturated at float precision (loss/d_fake or loss/d_real exactly 0)",
+             "D(G(z)) < `pred_fake_max`; a D saturated at float precision (a BCE term exactly 0, D(G(z)) "
+             "exactly 0 — beyond what the loss can measure) counts as holding",
         severity="failing", persistence="the condition held at 90% of the points of a 50-step window",
         thresholds=(
-            T("loss_d_max", 0.1, "ganhacks §10: 'D loss → 0 is a failure mode'; a healthy D sits near 2·ln 2 ≈ 1.39 "
-              "and the measured healthy corpus never goes below 0.5, while the provoked runs hold below 0.05."),
-            T("pred_fake_max", 0.05, "D(G(z)) < 0.05 means D rejects fakes at > 95% confidence: the classic "
-              "picture of D(x)→1, D(G(z))→0 (seed write-ups)."),
+            T("loss_d_max", 0.05, "ganhacks §10: 'D loss → 0 is a failure mode'. At chance the loss is 2·ln 2 ≈ "
+              "1.39; healthy 16–32px DCGANs measured dip to 0.07 at single steps but never hold below 0.05, while "
+              "the provoked runs hold at 1e-4–2e-2."),
+            T("pred_fake_max", 0.02, "D(G(z)) < 0.02 means D rejects fakes at 98% confidence: the classic picture "
+              "of D(x)→1, D(G(z))→0. Healthy runs measured dip to 0.03 at single steps."),
             T("window", 50, "A transient dip is not a failure; 50 steps is one flush of the trainer and well "
               "inside the 100-step detection budget."),
             T("hold_frac", 0.9, "Tolerates a stray point inside the window (a lucky G batch) without missing a "
@@ -111,16 +113,20 @@ SIGNATURES: tuple[Signature, ...] = (
         id="vanishing_g_grad", title="Vanishing generator gradient",
         meaning="G's first-layer gradient has collapsed: G no longer receives a learning signal from D "
                 "(the seed plots show it flat near zero while D's loss goes to ~0).",
-        rule="over the last `window` steps at ≥ `hold_frac` of points: G's first-layer gradient norm below "
-             "`drop_ratio` × its own early level (median of the first `early_steps` steps), "
-             "or AUTOTRAINER's test ‖g_first‖/‖g_last‖ < `ratio_max` with ‖g_first‖ < `abs_max`",
+        rule="over the last `window` steps at ≥ `hold_frac` of points: G's first- and last-layer gradient norms "
+             "exactly 0; or, after `warmup_steps`, G's first-layer norm below `drop_ratio` × its early level "
+             "(median of the first `early_steps` steps), or AUTOTRAINER's test ‖g_first‖/‖g_last‖ < `ratio_max` "
+             "with ‖g_first‖ < `abs_max`",
         severity="failing", persistence="the condition held at 90% of the points of a 50-step window",
         thresholds=(
-            T("drop_ratio", 0.01, "A hundred-fold fall against the run's own early level: healthy G gradients "
-              "drift (measured within 10× over the healthy corpus) but never fall by two orders of magnitude."),
+            T("drop_ratio", 0.01, "A hundred-fold fall against the run's own level while it learned: a G that "
+              "receives a hundredth of the signal it used to is no longer trained by D."),
             T("ratio_max", 1e-3, "AUTOTRAINER's vanishing-gradient ratio of first- to last-layer gradient norm."),
             T("abs_max", 1e-4, "AUTOTRAINER's absolute floor on the first layer's gradient norm."),
-            T("early_steps", 50, "The early level is G's gradient while it is still learning, before any collapse."),
+            T("early_steps", 100, "The early level: G's first-layer gradient over the run's first 100 steps."),
+            T("warmup_steps", 100, "Under N(0, 0.02) init G's first-layer gradient is ~1e-8 until D has learned "
+              "something (the first ~50 steps of healthy toy runs measured), which is youth, not vanishing. "
+              "A norm of exactly zero in both first and last layer counts from the start."),
             T("window", 50, "One trainer flush; a momentary small gradient (a D step that happened to agree) is "
               "not a failure."),
             T("hold_frac", 0.9, "Tolerates a stray point inside the window."),
@@ -133,23 +139,25 @@ SIGNATURES: tuple[Signature, ...] = (
     ),
     Signature(
         id="exploding_grad", title="Exploding gradients",
-        meaning="Some layer's gradient norm is huge or growing explosively; NaNs usually follow.",
+        meaning="Some layer's gradient norm is huge or jumped by orders of magnitude; NaNs usually follow.",
         rule="over the last `window` steps at ≥ `hold_frac` of points: the largest per-layer gradient norm "
-             "of either net exceeds `abs_max`, or exceeds `growth` × that layer's own early level",
+             "of either net exceeds `abs_max`, or a layer's norm exceeds both `growth` × its median over the "
+             "`baseline_steps` before the window and `growth_floor`",
         severity="failing", persistence="the condition held at 60% of the points of a 20-step window",
         thresholds=(
             T("abs_max", 100.0, "ganhacks §10: 'check norms of gradients: if they are over 100 things are "
-              "screwing up'."),
-            T("growth", 1e4, "Sudden growth: ten thousand times the layer's early level. Healthy G gradients "
-              "start tiny under N(0, 0.02) and grow up to ~100× as G wakes up, so the factor stays far above that."),
-            T("growth_floor", 10.0, "Growth only counts once the norm is also this large: a gradient growing from "
-              "1e-6 to 1e-2 is waking up, not exploding."),
-            T("early_steps", 50, "The reference level is each layer's median over the first steps."),
+              "screwing up'. The largest per-layer norm measured on healthy runs was ~70 (G's output layer "
+              "of a 16px DCGAN)."),
+            T("growth", 100.0, "A hundred-fold jump within a few steps: healthy runs' late wobbles measured "
+              "at most ~30× their preceding level."),
+            T("growth_floor", 10.0, "A jump only counts once the norm is also this large: a gradient growing "
+              "from 1e-6 to 1e-4 is a net waking up, not exploding."),
+            T("baseline_steps", 200, "The level a jump is measured against: the layer's median just before."),
             T("window", 20, "Explosions run away within a few steps, so the window is short."),
             T("hold_frac", 0.6, "A single huge spike is tolerated; a majority of the window is not."),
         ),
         remedy_text="Lower the learning rates ten-fold (the seed write-up cured late instability with lr 2e-5), "
-                    "keep batch norm on and Adam's beta1 at 0.5.",
+                    "keep batch norm on and Adam's beta1 at 0.5; re-initialise from N(0, 0.02).",
         remedy_config={"lr_d": 2e-5, "lr_g": 2e-5, "batch_norm": True, "beta1": 0.5},
         sources=("ganhacks", "seeds", "autotrainer", "dcgan"), metrics=("grad/d/*", "grad/g/*"),
     ),
@@ -158,37 +166,44 @@ SIGNATURES: tuple[Signature, ...] = (
         meaning="G maps many z to few outputs. The losses can look ideal (D near 2·ln 2): D is confused by a "
                 "G that covers one mode well, so only the sample spread and mode coverage reveal it.",
         rule="after `warmup_steps`, over the last `window` steps at ≥ `hold_frac` of points: sample/diversity "
-             "(G's batch spread / the real batch's) below `diversity_min`, or, on toy mixtures, toy/modes at or "
-             "below `modes_frac` × the set's mode count (for 1-D sets, fewer modes than the set has)",
-        severity="failing", persistence="the condition held at 80% of the points of a 100-step window",
+             "(G's batch spread ÷ the real batch's) below `diversity_min`; or, on toy mixtures, G's good samples "
+             "(toy/quality ≥ `quality_min`) cover at least one and at most `modes_frac` × the set's modes",
+        severity="failing", persistence="the condition held at 80% of the points of a 100-step window "
+                                        "(on toy coverage, of at least two measurements)",
         thresholds=(
-            T("diversity_min", 0.3, "G's spread under a third of the real batch's: healthy runs in the measured "
-              "corpus sit above 0.5 after warm-up, a collapsed G below 0.2."),
-            T("modes_frac", 0.5, "Losing at least half the modes of a mixture is collapse however the losses look; "
-              "a healthy small G still reaching for the last modes is not."),
-            T("warmup_steps", 150, "Under N(0, 0.02) init G starts as a near-constant map, so its spread is tiny "
-                                   "for the first ~100 steps of any run."),
-            T("window", 100, "Coverage is measured on one batch at a time and is noisy; 100 steps is several "
-              "measurements and the detection budget."),
+            T("diversity_min", 0.01, "G's spread at 1% of the real batch's: all samples one point. Collapsed runs "
+              "measured 0–0.003; healthy toy runs dip to ~0.02 for a few dozen steps as G contracts before it "
+              "spreads, so the line sits below that dip."),
+            T("modes_frac", 0.5, "Losing at least half the modes of a mixture is collapse however the losses look "
+              "(bimodal on one mode, ring8 on four or fewer)."),
+            T("quality_min", 0.8, "Collapse means good samples on few modes; an unconverged G whose samples are "
+              "mostly off every mode (healthy grid25 runs at ~0.4) has not collapsed, it has not arrived."),
+            T("warmup_steps", 150, "Under N(0, 0.02) init G starts as a near-constant map (spread ~1e-4 of the "
+                                   "data's) and healthy toy runs need up to ~130 steps to spread out."),
+            T("window", 100, "Coverage and spread are measured on one batch at a time and are noisy; 100 steps "
+              "is several measurements and the detection budget."),
             T("hold_frac", 0.8, "Tolerates a lucky batch."),
         ),
         remedy_text="Add minibatch discrimination and feature matching (Salimans et al. 2016), the adversarial "
-                    "term dominating early; don't let G's learning rate outrun D's.",
+                    "term dominating early; don't let G's learning rate or step count outrun D's.",
         remedy_config={"minibatch_disc": True, "fm_weight": 1.0, "fm_warmup_steps": 200},
-        sources=("salimans", "ganhacks", "seeds"), metrics=("sample/diversity", "toy/modes"),
+        sources=("salimans", "ganhacks", "seeds"), metrics=("sample/diversity", "toy/modes", "toy/quality"),
     ),
     Signature(
         id="oscillation", title="Oscillating losses",
         meaning="D and G chase each other: the losses swing in large spikes and cycles instead of settling "
-                "(ganhacks: a failing D loss 'has huge variance and spikes').",
-        rule="over the last `window` steps: the robust spread (IQR) of loss/d or loss/g exceeds `spread_min`, "
-             "and spikes — points above median + `spike_k`·IQR — exceed `spike_frac` of the window",
+                "(ganhacks: a failing D loss 'has huge variance and spikes'; the seed write-up's late instability).",
+        rule="over the last `window` steps (after `warmup_steps`): loss/d or loss/g swings by more than "
+             "`spread_min` nats between its 5th and 95th percentile, and more than `spike_frac` of its points "
+             "spike over `spike_nats` above the local level (an 11-step rolling median, so a steady descent is "
+             "no spike)",
         severity="warning", persistence="measured over a 200-step window",
         thresholds=(
-            T("spread_min", 0.5, "A healthy loss/d wanders within a few tenths of 2·ln 2 at small batches; "
-              "cycles of a nat or more are the oscillation ganhacks warns about."),
-            T("spike_k", 3.0, "A spike sits three IQRs above the median."),
-            T("spike_frac", 0.02, "More than 2% of points are spikes: spikes recur, not one bad batch."),
+            T("spread_min", 1.5, "Healthy runs measured swing by at most ~1.4 nats (G's loss of a 16px DCGAN at "
+              "batch 16); the late instability of ring8 swings by 2–5."),
+            T("spike_nats", 0.5, "A spike is half a nat above the local level: far beyond batch-to-batch noise."),
+            T("spike_frac", 0.04, "Spikes recur (over 4% of steps), not one bad batch; healthy runs measured ≤ 2%."),
+            T("warmup_steps", 50, "D's first steps take its loss from 2·ln 2 down steeply; that is not oscillation."),
             T("window", 200, "Cycles take tens of steps; a window of 200 sees several of them."),
         ),
         remedy_text="Lower the learning rates (the seed write-up: 'decrease the learning rate to 2e-5' for late "
@@ -198,28 +213,36 @@ SIGNATURES: tuple[Signature, ...] = (
     ),
     Signature(
         id="d_not_learning", title="Discriminator not learning",
-        meaning="D is stuck: its weights barely move, so it stays at chance (loss/d ≈ 2·ln 2, D(x) ≈ D(G(z))) "
-                "or saturated at BCE's clamp (a loss term pinned at 100 or its sigmoid output exactly 0/1, "
-                "where the gradient is zero). G then trains against a frozen critic.",
-        rule="over the last `window` steps at ≥ `hold_frac` of points: D's largest update-to-weight ratio "
-             "below `update_max` (or all D gradients below `grad_max`) while D is not winning "
-             "(loss/d > `loss_d_min`); or loss/d_real or loss/d_fake pinned at BCE's clamp (≥ `clamp_loss`)",
-        severity="failing", persistence="the condition held at 90% of the points of a 100-step window",
+        meaning="D is stuck: it outputs the same for real and fake (loss/d frozen at 2·ln 2, D(x) = D(G(z))), "
+                "its weights do not move, or its sigmoid sits at BCE's clamp where the gradient is zero. G then "
+                "trains against a critic that tells it nothing.",
+        rule="over the last `window` steps at ≥ `hold_frac` of points, one of: |loss/d − 2·ln 2| < `chance_band` "
+             "and |D(x) − D(G(z))| < `pred_gap` with loss/d's IQR over the window < `flat_iqr`; or D's largest "
+             "update-to-weight ratio < `update_max` while loss/d > `loss_d_min`; or loss/d_real or loss/d_fake "
+             "pinned at BCE's clamp (`clamp_loss`)",
+        severity="failing", persistence="the condition held at 90% of the points of an 80-step window",
         thresholds=(
-            T("update_max", 1e-5, "Adam moves each weight by about lr per step, so the update-to-weight ratio of a "
-              "learning D is ~lr/|w| ≈ 1e-2 at lr 2e-4; 1e-5 is DeepDiagnosis's 'unchanged weights' in relative form."),
-            T("grad_max", 1e-8, "Gradients this small are zero in float32 terms (a saturated sigmoid)."),
-            T("loss_d_min", 0.5, "A D with tiny updates that has already won is d_overpowering, not this."),
-            T("clamp_loss", 90.0, "PyTorch's BCE clamps log at −100; a term at ≥ 90 means D's output is exactly "
-              "0 or 1 in float32, where its gradient is zero."),
-            T("window", 100, "Stuck means stuck for a while, not a pause."),
+            T("chance_band", 0.01, "At chance the summed BCE is 2·ln 2; a D that learns leaves this band within "
+              "~70 steps in every healthy run measured, a stuck one never does."),
+            T("pred_gap", 0.005, "D(x) − D(G(z)) is the margin by which D tells real from fake; below 0.005 it "
+              "tells nothing."),
+            T("flat_iqr", 0.002, "A live D's loss jitters from batch to batch (IQR ≥ 0.005 over 80 steps even "
+              "when still near chance in the measured healthy runs); a frozen one varies by < 0.0002. This keeps "
+              "a converged run, where D is at chance but alive, out of this signature."),
+            T("update_max", 1e-5, "Adam moves each weight by about lr per step, so a learning D's "
+              "update-to-weight ratio is ~1e-3–1e-2; 1e-5 is DeepDiagnosis's 'unchanged weights' in relative form."),
+            T("loss_d_min", 0.5, "A D whose weights stopped moving because it has already won is d_overpowering."),
+            T("clamp_loss", 100.0, "nn.BCELoss clamps log at −100: a term pinned at 100 means D's sigmoid output "
+              "is exactly 0 or 1 on that side, where its gradient is zero."),
+            T("window", 80, "Healthy D's stay near chance for up to ~80 steps from N(0, 0.02) init (measured); "
+              "flatness over the same span separates them from stuck ones and keeps detection inside 100 steps."),
             T("hold_frac", 0.9, "Tolerates a stray point inside the window."),
         ),
-        remedy_text="Give D a usable learning rate (DCGAN: 2e-4) and an init that does not saturate its "
-                    "sigmoid (N(0, 0.02)).",
+        remedy_text="Give D a usable learning rate (DCGAN: 2e-4, at least G's) and an init that does not "
+                    "saturate its sigmoid (N(0, 0.02)).",
         remedy_config={"lr_d": 2e-4, "init": "normal", "init_std": 0.02},
         sources=("dcgan", "deepdiagnosis", "goodfellow"),
-        metrics=("update/d/*", "grad/d/*", "loss/d", "loss/d_real", "loss/d_fake"),
+        metrics=("loss/d", "pred/real", "pred/fake", "update/d/*", "loss/d_real", "loss/d_fake"),
     ),
     Signature(
         id="poor_init", title="Poor initialisation",
@@ -234,6 +257,8 @@ SIGNATURES: tuple[Signature, ...] = (
             T("reference_std", 0.02, "DCGAN's init: 'all weights initialized from a zero-centered Normal with "
               "standard deviation 0.02'."),
             T("first_steps", 5, "Only the weights of the first steps say what the init was."),
+            T("max_update", 0.2, "A layer whose first update already changed its weights by over 20% (huge "
+              "learning rates) no longer shows its init, so it is not judged."),
         ),
         remedy_text="Initialise conv/linear weights from N(0, 0.02) as DCGAN does.",
         remedy_config={"init": "normal", "init_std": 0.02},
@@ -247,9 +272,10 @@ SIGNATURES: tuple[Signature, ...] = (
              "below `ratio_min` or above `ratio_max`",
         severity="warning", persistence="none: a fact of the config, judged at the start",
         thresholds=(
-            T("ratio_min", 0.1, "The seed write-up reports a ratio around 0.5 working; ten times below that "
-              "(G under a tenth of D) starves G."),
-            T("ratio_max", 10.0, "Symmetric: D under a tenth of G cannot guide it."),
+            T("ratio_min", 0.05, "The seed write-up reports a ratio around 0.5 working; a tenth of that "
+              "starves G."),
+            T("ratio_max", 20.0, "DCGAN at equal widths measures 1.3 at 64px but up to 10 at 16px, where G's "
+              "first layer projecting z (nz = 100) dominates; twice that is a starved D, not the architecture."),
         ),
         remedy_text="Balance the nets: equal layer counts and widths of the same order (DCGAN uses ngf = ndf = 64), "
                     "keeping the G/D parameter ratio near 0.5–2.",

@@ -23,6 +23,7 @@ from server.detectors.catalog import BY_ID, SEVERITY_RANK, remedy_for, threshold
 from server.detectors.rules import RULES, Context, Finding, Series
 
 KEEP_STEPS = 400  # > the largest rule window (oscillation: 200) with room for the onset search
+TRIM_SLACK = 200  # the windows may hold up to this many steps more than KEEP_STEPS between trims
 EARLY_STEPS = 100  # the run's first steps: early gradient levels, step-0 weights, parameter counts
 # Rules judged on the early window only: once it is complete their verdict cannot change.
 STATIC = ("poor_init", "capacity_imbalance")
@@ -83,6 +84,7 @@ class RunDetector:
     history: list[AlertState] = field(default_factory=list, init=False)  # every alert ever opened here
     lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _static: dict[str, Finding | None] = field(default_factory=dict, init=False, repr=False)
+    _trimmed: int = field(default=-(10**18), init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.config = dict(self.config or {})
@@ -113,14 +115,17 @@ class RunDetector:
             rs, rv = _merge(self.recent.get(name), s, v)
             self.step = max(self.step, int(rs[-1]))
             self.recent[name] = (rs, rv)
-            e = s < early_end
-            if e.any():
+            if s[0] < early_end:
+                e = s < early_end
                 self.early[name] = _merge(self.early.get(name), s[e], v[e])
+        # Trim in bulk, once the windows have grown TRIM_SLACK past what the rules read (amortised cost).
         cut = self.step - KEEP_STEPS
-        for name, (rs, rv) in self.recent.items():
-            if rs.size and rs[0] <= cut:
-                i = int(np.searchsorted(rs, cut, side="right"))
-                self.recent[name] = (rs[i:], rv[i:])
+        if cut > self._trimmed + TRIM_SLACK:
+            for name, (rs, rv) in self.recent.items():
+                if rs.size and rs[0] <= cut:
+                    i = int(np.searchsorted(rs, cut, side="right"))
+                    self.recent[name] = (rs[i:], rv[i:])
+            self._trimmed = cut
 
     # --- judging ------------------------------------------------------------------------------
     def feed(self, series: Mapping[str, tuple[Any, Any]]) -> list[Change]:

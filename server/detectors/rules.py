@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
+from server.detectors import arch as arch_mod
 from server.detectors.catalog import LN4, TOY_MODES
 
 Series = tuple[np.ndarray, np.ndarray]  # (steps int64, values float64), increasing steps
@@ -37,9 +39,8 @@ class Context:
     init: str = "normal"
     init_std: float = 0.02
     n_modes: int | None = None  # toy mixtures: mode count; None for images and poisson1d
-    ngf: int = 64
-    ndf: int = 64
     is_toy: bool = False
+    arch: dict[str, dict[str, arch_mod.Layer]] | None = None  # layer sizes of the trainer's nets
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> "Context":
@@ -47,8 +48,7 @@ class Context:
         ds = str(cfg.get("dataset", "shapes"))
         return cls(label_smoothing=float(cfg.get("label_smoothing", 1.0)), init=str(cfg.get("init", "normal")),
                    init_std=float(cfg.get("init_std", 0.02)), n_modes=TOY_MODES.get(ds),
-                   ngf=int(cfg.get("ngf", 64)), ndf=int(cfg.get("ndf", 64)),
-                   is_toy=ds in TOY_MODES or ds == "poisson1d")
+                   is_toy=ds in TOY_MODES or ds == "poisson1d", arch=arch_mod.layers(cfg))
 
 
 @dataclass
@@ -63,11 +63,29 @@ class Finding:
 
 # --- helpers -----------------------------------------------------------------------------------
 
+_NOT_WEIGHT_LAYER = re.compile(r"(^|[._])(bn|norm|mbd|pool)", re.IGNORECASE)
+
+
 def layer_names(window: Window, prefix: str) -> list[str]:
-    """Metric names under `prefix` in layer order (natural sort: a trailing/leading index orders layers)."""
+    """Metric names under `prefix` in natural order (a layer index in the name orders layers)."""
     def key(name: str) -> list[Any]:
         return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name[len(prefix):])]
     return sorted((n for n in window if n.startswith(prefix) and window[n][0].size), key=key)
+
+
+def weight_layers(window: Window, kind: str, net: str, ctx: "Context") -> list[str]:
+    """`kind/net/<layer>` names of the conv/linear layers in forward order, first to last.
+
+    With the trainer's architecture known (arch.py) its order is used; otherwise (SDK runs) the
+    natural order of the names, leaving out normalisation and minibatch-discrimination layers.
+    """
+    prefix = f"{kind}/{net}/"
+    if ctx.arch is not None and net in ctx.arch:
+        names = [prefix + n for n, L in ctx.arch[net].items() if L.kind in ("conv", "fc")]
+        names = [n for n in names if get(window, n) is not None]
+        if names:
+            return names
+    return [n for n in layer_names(window, prefix) if not _NOT_WEIGHT_LAYER.search(n[len(prefix):])]
 
 
 def get(window: Window, name: str) -> Series | None:
@@ -78,6 +96,9 @@ def get(window: Window, name: str) -> Series | None:
 def align(*series: Series) -> tuple[np.ndarray, list[np.ndarray]]:
     """Restrict several series to their common steps."""
     steps = series[0][0]
+    # Fast path: series logged together (one probe row per step) share their steps exactly.
+    if all(s is steps or (s.size == steps.size and np.array_equal(s, steps)) for s, _ in series[1:]):
+        return steps, [v for _, v in series]
     for s, _ in series[1:]:
         steps = np.intersect1d(steps, s, assume_unique=True)
     return steps, [v[np.searchsorted(s, steps)] for s, v in series]
@@ -93,18 +114,19 @@ def early_level(early: Window, name: str, early_steps: float) -> float | None:
     return float(np.median(v)) if v.size else None
 
 
-def held(steps: np.ndarray, cond: np.ndarray, window: float, hold_frac: float) -> tuple[bool, int, float]:
+def held(steps: np.ndarray, cond: np.ndarray, window: float, hold_frac: float,
+         min_points: int = MIN_POINTS) -> tuple[bool, int, float]:
     """Did `cond` hold at >= hold_frac of the points of the last `window` steps (window covered)?
 
     Returns (held, onset step, fraction in window). The onset is the earliest step from which the
     condition held at >= hold_frac of the points up to now: where the dashboard starts the shaded span.
     """
-    if steps.size < MIN_POINTS:
+    if steps.size < min_points:
         return False, -1, 0.0
     end = int(steps[-1])
     in_win = steps > end - window
     n = int(in_win.sum())
-    if n < MIN_POINTS or (end - int(steps[in_win][0]) + 1) < 0.8 * window:
+    if n < min_points or (end - int(steps[in_win][0]) + 1) < 0.8 * window:
         return False, -1, 0.0  # too few points, or not enough of the window seen yet
     frac = float(cond[in_win].mean())
     if frac < hold_frac:
@@ -140,6 +162,8 @@ def nonfinite(recent: Window, early: Window, th: dict[str, float], ctx: Context)
     end = max((int(s[-1]) for s, _ in recent.values() if s.size), default=None)
     if end is None:
         return None
+    if bool(np.isfinite(np.concatenate([v for _, v in recent.values()])).all()):
+        return None  # the common case, in one pass
     hits: dict[str, dict[str, Any]] = {}
     first = None
     for name, (s, v) in recent.items():
@@ -210,7 +234,7 @@ def d_overpowering(recent: Window, early: Window, th: dict[str, float], ctx: Con
 
 def vanishing_g_grad(recent: Window, early: Window, th: dict[str, float], ctx: Context) -> Finding | None:
     """G's first-layer gradient collapsed against its own early level, or AUTOTRAINER's ratio test."""
-    layers = layer_names(recent, "grad/g/")
+    layers = weight_layers(recent, "grad", "g", ctx)
     if not layers:
         return None
     first, last = layers[0], layers[-1]
@@ -219,15 +243,21 @@ def vanishing_g_grad(recent: Window, early: Window, th: dict[str, float], ctx: C
     if steps.size == 0:
         return None
     g1 = vals[0]
-    cond = np.zeros(steps.size, dtype=bool)
+    gl = vals[1] if last != first else g1
+    origin = min((int(s[0]) for s, _ in early.values() if s.size), default=int(steps[0]))
+    # Under N(0, 0.02) init G's first-layer gradient is ~1e-8 until D has learned something (measured: the
+    # first ~50 steps of healthy toy runs), so the relative tests wait for `warmup_steps`. No gradient at all
+    # (norm exactly 0: a saturated tanh, dead ReLUs) is dead, not young, and counts from the start.
+    grown = steps >= origin + th["warmup_steps"]
+    cond = (g1 == 0) & (gl == 0)
     base = early_level(early, first, th["early_steps"])
-    if base is not None and base > 0 and int(steps[-1]) >= early[first][0][0] + th["early_steps"]:
-        cond |= g1 < th["drop_ratio"] * base
+    if base is not None and base > 0:
+        cond |= grown & (g1 < th["drop_ratio"] * base)
     ratio = None
     if last != first:
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = g1 / vals[1]
-        cond |= (ratio < th["ratio_max"]) & (g1 < th["abs_max"])
+            ratio = g1 / gl
+        cond |= grown & (g1 < th["abs_max"]) & (ratio < th["ratio_max"])  # AUTOTRAINER's test
     ok, onset, frac = held(steps, cond, th["window"], th["hold_frac"])
     if not ok:
         return None
@@ -244,7 +274,7 @@ def vanishing_g_grad(recent: Window, early: Window, th: dict[str, float], ctx: C
 
 
 def exploding_grad(recent: Window, early: Window, th: dict[str, float], ctx: Context) -> Finding | None:
-    """Largest per-layer gradient norm above ganhacks' 100, or exploding against its own early level."""
+    """Largest per-layer gradient norm above ganhacks' 100, or a sudden jump against its own recent level."""
     layers = layer_names(recent, "grad/d/") + layer_names(recent, "grad/g/")
     if not layers:
         return None
@@ -252,59 +282,74 @@ def exploding_grad(recent: Window, early: Window, th: dict[str, float], ctx: Con
     if steps.size == 0:
         return None
     m = np.vstack(vals)  # (layers, steps)
+    end = int(steps[-1])
+    win = steps > end - th["window"]
+    before = (steps <= end - th["window"]) & (steps > end - th["window"] - th["baseline_steps"])
     with np.errstate(invalid="ignore"):
-        over_abs = m > th["abs_max"]
+        over_abs = m > th["abs_max"]  # NaN/Inf compare False here: those are nonfinite's business
         over_growth = np.zeros_like(over_abs)
-        for i, n in enumerate(layers):
-            base = early_level(early, n, th["early_steps"])
-            if base is not None and base > 0:
-                over_growth[i] = (m[i] > th["growth"] * base) & (m[i] > th["growth_floor"])
-    cond = (over_abs | over_growth).any(axis=0)
+        big = bool((m[:, win] > th["growth_floor"]).any())  # no norm above the floor: no jump to look for
+        if big and before.sum() >= MIN_POINTS:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a layer with no finite point: no baseline
+                base = np.nanmedian(np.where(np.isfinite(m[:, before]), m[:, before], np.nan), axis=1)
+            ok_base = np.isfinite(base) & (base > 0)
+            over_growth[ok_base] = ((m[ok_base] > th["growth"] * base[ok_base, None])
+                                    & (m[ok_base] > th["growth_floor"]))
+            over_growth[:, ~win] = False  # growth is judged against the level just before the window
+    over = over_abs | over_growth
+    cond = over.any(axis=0)
     ok, onset, frac = held(steps, cond, th["window"], th["hold_frac"])
     if not ok:
         return None
-    end = int(steps[-1])
-    win = steps > end - th["window"]
-    hits = (over_abs | over_growth)[:, win].sum(axis=1)
+    hits = over[:, win].sum(axis=1)
     worst = [layers[i] for i in np.argsort(-hits)[:4] if hits[i] > 0]
-    obs = {n: {**stat(m[layers.index(n)][win]), "threshold": th["abs_max"], "op": ">",
-               "early_level": early_level(early, n, th["early_steps"])} for n in worst}
-    peak = float(np.nanmax(np.where(np.isfinite(m[:, win]), m[:, win], np.nan))) if np.isfinite(m[:, win]).any() else float("nan")
+    obs = {n: {**stat(m[layers.index(n)][win]), "threshold": th["abs_max"], "op": ">"} for n in worst}
+    fin = np.where(np.isfinite(m[:, win]), m[:, win], np.nan)
+    peak = float(np.nanmax(fin)) if np.isfinite(fin).any() else float("nan")
+    jump = bool(over_growth[:, win].any()) and not bool(over_abs[:, win].any())
     return Finding("exploding_grad", onset, end,
-                   f"Gradient norms exploding since step {onset}: {worst[0]} up to {peak:.3g} (ganhacks: over 100 is trouble)",
+                   f"Gradient norms exploding since step {onset}: {worst[0]} up to {peak:.3g}"
+                   + (f" ({th['growth']:.0f}× its level just before)" if jump else " (ganhacks: over 100 is trouble)"),
                    {"metrics": worst, "window": [onset, end], "observed": obs, "held_frac": frac,
                     "thresholds": dict(th)})
 
 
 def mode_collapse(recent: Window, early: Window, th: dict[str, float], ctx: Context) -> Finding | None:
-    """Sample spread far below the real batch's, or toy modes lost — whatever the losses say."""
+    """G's samples collapsed: their spread a sliver of the real batch's, or (toy mixtures) good samples from
+    at most half the modes. Losses are not consulted: a collapsed G can keep D at 2·ln 2."""
     findings = []
     div = get(recent, "sample/diversity")
     if div is not None:
         s, v = div
         keep = s >= th["warmup_steps"]
         if keep.sum() >= MIN_POINTS:
-            cond = v[keep] < th["diversity_min"]
+            with np.errstate(invalid="ignore"):
+                cond = v[keep] < th["diversity_min"]
             ok, onset, frac = held(s[keep], cond, th["window"], th["hold_frac"])
             if ok:
                 end = int(s[-1])
                 findings.append((onset, end, "sample/diversity",
                                  {**stat(_tail(s, v, end, th["window"])), "threshold": th["diversity_min"], "op": "<"}, frac))
-    modes = get(recent, "toy/modes")
+    modes, quality = get(recent, "toy/modes"), get(recent, "toy/quality")
     k = ctx.n_modes
-    if modes is not None and k is not None and k >= 2:
-        s, v = modes
+    if modes is not None and quality is not None and k is not None and k >= 2:
+        s, (v, q) = align(modes, quality)
         keep = s >= th["warmup_steps"]
         limit = max(1.0, math.floor(th["modes_frac"] * k))
-        if keep.sum() >= MIN_POINTS:
-            # A G that found no mode at all is lost, not collapsed (diversity speaks to that case).
-            cond = (v[keep] <= limit) & (v[keep] >= 1)
-            ok, onset, frac = held(s[keep], cond, th["window"], th["hold_frac"])
+        # Coverage is measured every toy_every steps: the window spans at least two measurements.
+        cadence = float(np.median(np.diff(s))) if s.size > 1 else th["window"]
+        if keep.sum() >= 2:
+            # Good samples (quality) from few modes. A G whose samples are mostly junk has not collapsed
+            # onto modes — it has not found them (an unconverged or diverging run).
+            cond = (v[keep] <= limit) & (v[keep] >= 1) & (q[keep] >= th["quality_min"])
+            ok, onset, frac = held(s[keep], cond, max(th["window"], 2 * cadence), th["hold_frac"], min_points=2)
             if ok:
                 end = int(s[-1])
                 findings.append((onset, end, "toy/modes",
-                                 {**stat(_tail(s, v, end, th["window"])), "threshold": limit, "op": "<=",
-                                  "modes_total": k}, frac))
+                                 {**stat(_tail(s, v, end, max(th["window"], 2 * cadence))), "threshold": limit,
+                                  "op": "<=", "modes_total": k,
+                                  "quality": stat(_tail(s, q, end, max(th["window"], 2 * cadence)))}, frac))
     if not findings:
         return None
     onset = min(f[0] for f in findings)
@@ -315,32 +360,40 @@ def mode_collapse(recent: Window, early: Window, th: dict[str, float], ctx: Cont
         obs["loss/d"] = {**stat(_tail(ld[0], ld[1], end, th["window"])), "equilibrium": LN4}
     parts = []
     if "toy/modes" in obs:
-        parts.append(f"G covers {obs['toy/modes']['median']:.0f} of {k} modes")
+        parts.append(f"G's good samples cover {obs['toy/modes']['median']:.0f} of {k} modes")
     if "sample/diversity" in obs:
-        parts.append(f"sample diversity {obs['sample/diversity']['median']:.2f} of the real batch's")
-    calm = " while the losses look calm (loss/d near 2·ln 2)" if ld is not None and abs(obs["loss/d"]["median"] - LN4) < 0.3 else ""
+        parts.append(f"sample spread {obs['sample/diversity']['median']:.3g} of the real batch's")
+    calm = ""
+    if ld is not None and abs(obs["loss/d"]["median"] - LN4) < 0.3:
+        calm = " while the losses look calm (loss/d near 2·ln 2)"
     return Finding("mode_collapse", onset, end, f"Mode collapse since step {onset}: " + ", ".join(parts) + calm,
-                   {"metrics": [f[2] for f in findings], "window": [onset, end], "observed": obs,
-                    "held_frac": max(f[4] for f in findings), "thresholds": dict(th)})
+                   {"metrics": [f[2] for f in findings] + (["loss/d"] if ld is not None else []),
+                    "window": [onset, end], "observed": obs, "held_frac": max(f[4] for f in findings),
+                    "thresholds": dict(th)})
 
 
 def _spiky(steps: np.ndarray, v: np.ndarray, th: dict[str, float]) -> tuple[bool, dict[str, float]]:
+    """Spikes above the local level (a rolling median, so a steady descent is no spike) and overall swing."""
     end = int(steps[-1])
-    w = _tail(steps, v, end, th["window"])
-    w = w[np.isfinite(w)]
-    if w.size < max(MIN_POINTS, 20) or (end - int(steps[steps > end - th["window"]][0]) + 1) < 0.8 * th["window"]:
+    sel = (steps > end - th["window"]) & (steps >= th["warmup_steps"]) & np.isfinite(v)
+    w = v[sel]
+    if w.size < 20 or (end - int(steps[sel][0]) + 1) < 0.8 * th["window"]:
         return False, {}
-    q1, med, q3 = np.percentile(w, [25, 50, 75])
-    iqr = float(q3 - q1)
-    spikes = float(np.mean(w > med + th["spike_k"] * max(iqr, 1e-12)))
-    swing = float(np.percentile(w, 95) - np.percentile(w, 5))
+    lo, hi = np.percentile(w, [5, 95])
+    if hi - lo <= th["spread_min"]:
+        return False, {}  # the common case: no swing, no need for the local level
+    k = 11
+    pad = np.pad(w, (k // 2, k // 2), mode="edge")
+    level = np.median(np.lib.stride_tricks.sliding_window_view(pad, k), axis=1)
+    spikes = float(np.mean(w - level > th["spike_nats"]))
+    swing = float(hi - lo)
     ok = swing > th["spread_min"] and spikes > th["spike_frac"]
-    return ok, {"median": float(med), "iqr": iqr, "swing_p5_p95": swing, "spike_frac": spikes,
-                "threshold": th["spread_min"], "op": ">"}
+    return ok, {"median": float(np.median(w)), "swing_p5_p95": swing, "spike_frac": spikes,
+                "threshold": th["spread_min"], "op": ">", "spike_frac_threshold": th["spike_frac"]}
 
 
 def oscillation(recent: Window, early: Window, th: dict[str, float], ctx: Context) -> Finding | None:
-    """Large, spiky swings of D's or G's loss over a window (ganhacks: 'huge variance and spikes')."""
+    """Large, spiky swings of D's or G's loss (ganhacks: a failing D loss 'has huge variance and spikes')."""
     obs = {}
     end = None
     for n in ("loss/d", "loss/g"):
@@ -351,134 +404,158 @@ def oscillation(recent: Window, early: Window, th: dict[str, float], ctx: Contex
         if ok:
             obs[n] = o
             end = int(s[0][-1])
-    if not obs:
+    if not obs or end is None:
         return None
-    onset = int(max(end - th["window"] + 1, 0))
+    onset = int(max(end - th["window"] + 1, th["warmup_steps"]))
     names = list(obs)
+    o = obs[names[0]]
     return Finding("oscillation", onset, end,
-                   f"Losses oscillate: {names[0]} swings by {obs[names[0]]['swing_p5_p95']:.2f} with "
-                   f"{100 * obs[names[0]]['spike_frac']:.0f}% spikes over the last {int(th['window'])} steps",
+                   f"Losses oscillate: {names[0]} swings by {o['swing_p5_p95']:.3g} with "
+                   f"{100 * o['spike_frac']:.0f}% of steps spiking over {th['spike_nats']:g} above its local level "
+                   f"in the last {int(th['window'])} steps",
                    {"metrics": names, "window": [onset, end], "observed": obs, "thresholds": dict(th)})
 
 
 def d_not_learning(recent: Window, early: Window, th: dict[str, float], ctx: Context) -> Finding | None:
-    """D's weights do not move (tiny updates / zero gradients) while it is not winning, or D pinned at the BCE clamp."""
-    ups = layer_names(recent, "update/d/")
-    grads = layer_names(recent, "grad/d/")
+    """D does not learn: stuck at chance (flat loss/d ≈ 2·ln 2, D(x) ≈ D(G(z))), frozen weights while not
+    winning, or pinned at BCE's clamp (an nn.BCELoss term of exactly ~100: sigmoid saturated, zero gradient)."""
     ld = get(recent, "loss/d")
-    conds: list[tuple[np.ndarray, np.ndarray]] = []
+    cands: list[tuple[str, np.ndarray, np.ndarray]] = []  # (why, steps, per-point condition)
     obs: dict[str, Any] = {}
-    if ld is not None and (ups or grads):
-        src = [recent[n] for n in (ups or grads)]
-        steps, vals = align(ld, *src)
-        if steps.size:
-            with np.errstate(invalid="ignore"):
-                mx = np.vstack(vals[1:]).max(axis=0)
-                still = mx < (th["update_max"] if ups else th["grad_max"])
-                if ups and grads:  # zero gradients also freeze D whatever Adam's state
-                    gs, gv = align(*(recent[n] for n in grads))
-                    gmax = np.vstack(gv).max(axis=0)
-                    idx = np.searchsorted(gs, steps).clip(max=max(gs.size - 1, 0))
-                    if gs.size:
-                        still |= (gs[idx] == steps) & (gmax[idx] < th["grad_max"])
-            conds.append((steps, still & (vals[0] > th["loss_d_min"])))
-            obs["max " + ("update/d/*" if ups else "grad/d/*")] = {
-                **stat(_tail(steps, mx, int(steps[-1]), th["window"])),
-                "threshold": th["update_max"] if ups else th["grad_max"], "op": "<"}
+    pr, pf = get(recent, "pred/real"), get(recent, "pred/fake")
+    if ld is not None and pr is not None and pf is not None:
+        steps, (l, r, f) = align(ld, pr, pf)
+        win = steps > steps[-1] - th["window"] if steps.size else steps
+        if steps.size and (np.abs(l[win] - LN4) < th["chance_band"]).mean() >= th["hold_frac"]:
+            cond = (np.abs(l - LN4) < th["chance_band"]) & (np.abs(r - f) < th["pred_gap"])
+            w = l[win]
+            iqr = float(np.subtract(*np.percentile(w, [75, 25])))
+            if iqr < th["flat_iqr"]:  # frozen, not an equilibrium: a live D's loss jitters batch to batch
+                cands.append(("chance", steps, cond))
+            obs["loss/d"] = {**stat(w), "iqr": iqr, "chance": LN4, "band": th["chance_band"],
+                             "flat_iqr": th["flat_iqr"]}
+            obs["|pred/real − pred/fake|"] = {**stat(np.abs(r - f)[win]), "threshold": th["pred_gap"], "op": "<"}
+    ups = weight_layers(recent, "update", "d", ctx) or layer_names(recent, "update/d/")
+    if ld is not None and ups:
+        us, uv = align(*(recent[n] for n in ups))
+        if us.size:
+            mx = np.vstack(uv).max(axis=0)
+            if (mx[us > us[-1] - th["window"]] < th["update_max"]).mean() >= th["hold_frac"]:
+                steps, (lv, mv) = align(ld, (us, mx))
+                cands.append(("frozen", steps, (mv < th["update_max"]) & (lv > th["loss_d_min"])))
+                obs["max update/d/*"] = {**stat(_tail(us, mx, int(us[-1]), th["window"])),
+                                         "threshold": th["update_max"], "op": "<"}
     for n in ("loss/d_real", "loss/d_fake"):
         s = get(recent, n)
-        if s is not None:
-            conds.append((s[0], s[1] >= th["clamp_loss"]))
+        if s is not None and s[1][-1] >= th["clamp_loss"] - 0.5:  # only a run sitting at the clamp now
+            cands.append((f"clamp:{n}", s[0], np.abs(s[1] - th["clamp_loss"]) < 0.5))
     best = None
-    for steps, cond in conds:
+    for why, steps, cond in cands:
         ok, onset, frac = held(steps, cond, th["window"], th["hold_frac"])
-        if ok and (best is None or onset < best[0]):
-            best = (onset, int(steps[-1]), frac)
+        if ok and (best is None or onset < best[1]):
+            best = (why, onset, int(steps[-1]), frac)
     if best is None:
         return None
-    onset, end, frac = best
-    clamp = {}
-    for n in ("loss/d_real", "loss/d_fake"):
-        s = get(recent, n)
-        if s is not None:
-            clamp[n] = {**stat(_tail(s[0], s[1], end, th["window"])), "threshold": th["clamp_loss"], "op": ">="}
-    pinned = [n for n, o in clamp.items() if o["median"] >= th["clamp_loss"]]
-    obs.update(clamp)
-    if ld is not None:
-        obs["loss/d"] = {**stat(_tail(ld[0], ld[1], end, th["window"])), "chance": LN4}
-    if pinned:
-        msg = (f"D is saturated at BCE's clamp since step {onset} ({', '.join(pinned)} ≈ "
-               f"{obs[pinned[0]]['median']:.0f}): its sigmoid outputs are exactly 0/1 and its gradient is zero")
+    why, onset, end, frac = best
+    if why == "chance":
+        msg = (f"D has been stuck at chance since step {onset}: loss/d flat at {obs['loss/d']['median']:.4g} "
+               f"(2·ln 2 = {LN4:.4g}) and D(x) ≈ D(G(z)) — it does not tell real from fake")
+        names = ["loss/d", "pred/real", "pred/fake"]
+    elif why == "frozen":
+        msg = (f"D is not learning since step {onset}: its largest update/weight ratio is "
+               f"{obs['max update/d/*']['median']:.2g} while loss/d stays at {stat(_tail(ld[0], ld[1], end, th['window']))['median']:.3g}")
+        names = ups[:6] + ["loss/d"]
     else:
-        msg = (f"D is not learning since step {onset}: its weights barely move "
-               f"(largest update/weight {next(iter(obs.values()))['median']:.2g}) and loss/d stays near "
-               f"{obs['loss/d']['median']:.3g}")
+        n = why.split(":", 1)[1]
+        obs[n] = {**stat(_tail(recent[n][0], recent[n][1], end, th["window"])), "clamp": th["clamp_loss"]}
+        msg = (f"D is pinned at BCE's clamp since step {onset} ({n} ≈ {th['clamp_loss']:.0f}): its sigmoid "
+               f"output is exactly 0 or 1, where the gradient is zero")
+        names = [n, "loss/d"]
     return Finding("d_not_learning", onset, end, msg,
-                   {"metrics": ([*(ups or grads)] + ["loss/d"] + list(clamp))[:12], "window": [onset, end],
-                    "observed": obs, "held_frac": frac, "thresholds": dict(th)})
+                   {"metrics": names, "window": [onset, end], "observed": obs, "held_frac": frac, "cause": why,
+                    "thresholds": dict(th)})
+
+
+def _init_std(early: Window, net: str, ctx: Context, th: dict[str, float]) -> tuple[dict[str, float], int | None]:
+    """Per-layer weight std at the run's first logged step, read off the weight norms.
+
+    weight/<net>/<layer> is the L2 norm of the layer's parameters; with its element count (arch.py or a
+    `params/<net>/<layer>` metric) std ≈ norm / sqrt(weights), biases being zero at init. The first logged
+    point comes after one update; a layer whose update/weight ratio then is large no longer shows its init
+    and is left out.
+    """
+    out: dict[str, float] = {}
+    first = None
+    layers = ctx.arch.get(net, {}) if ctx.arch else {}
+    origin = min((int(s[0]) for s, _ in early.values() if s.size), default=0)
+    for name in weight_layers(early, "weight", net, ctx):
+        layer = name.rsplit("/", 1)[1]
+        s, v = early[name]
+        count = get(early, f"params/{net}/{layer}")
+        n = float(count[1][0]) if count is not None else float(layers[layer].weights) if layer in layers else None
+        if not n or not np.isfinite(v[0]) or s[0] >= origin + th["first_steps"]:
+            continue  # no size to divide by, or no point from the run's first steps
+        up = get(early, f"update/{net}/{layer}")
+        if up is not None and up[0][0] == s[0] and up[1][0] > th["max_update"]:
+            continue  # the first update already moved the weights too far to show the init
+        out[name] = float(v[0]) / math.sqrt(n)
+        first = int(s[0]) if first is None else min(first, int(s[0]))
+    return out, first
 
 
 def poor_init(recent: Window, early: Window, th: dict[str, float], ctx: Context) -> Finding | None:
-    """Per-layer weight std at the first steps far from the config's init_std (normal init) or from 0.02."""
-    out: dict[str, Any] = {}
-    first_step = None
-    for net in ("g", "d"):
-        layers = layer_names(early, f"weight/{net}/")
-        vals = []
-        for n in layers:
-            s, v = early[n]
-            sel = v[(s < s[0] + th["first_steps"]) & np.isfinite(v)]
-            if sel.size:
-                vals.append(float(sel[0]))
-                first_step = int(s[0]) if first_step is None else min(first_step, int(s[0]))
-        if vals:
-            out[net] = {"median_std": float(np.median(vals)), "layers": dict(zip(layers, vals))}
-    if not out:
-        return None
+    """Initial weight spread far from the config's init_std (normal init) or from DCGAN's 0.02."""
+    if ctx.init != "normal":
+        return None  # xavier/default intend a per-layer spread, not one std to compare with
     refs = {"DCGAN's 0.02": th["reference_std"]}
-    if ctx.init == "normal" and abs(ctx.init_std - th["reference_std"]) > 1e-12:
+    if abs(ctx.init_std - th["reference_std"]) > 1e-12:
         refs = {f"the config's init_std {ctx.init_std:g}": ctx.init_std, **refs}
-    elif ctx.init != "normal":
-        return None  # xavier/default intend a per-layer spread: no single std to compare with
-    bad = []
-    for net, o in out.items():
+    obs: dict[str, Any] = {}
+    bad: list[tuple[str, str, float]] = []
+    step = None
+    for net in ("g", "d"):
+        stds, first = _init_std(early, net, ctx, th)
+        if not stds:
+            continue
+        med = float(np.median(list(stds.values())))
+        obs[f"weight/{net}/* std"] = {"median": med, "layers": stds}
+        step = first if step is None else min(step, first or step)
         for label, ref in refs.items():
-            r = o["median_std"] / ref if ref > 0 else float("inf")
+            r = med / ref
             if r > th["factor"] or r < 1 / th["factor"]:
                 bad.append((net, label, r))
     if not bad:
         return None
     net, label, r = bad[0]
-    step = first_step or 0
-    names = ", ".join(sorted({f"{'G' if b[0] == 'g' else 'D'}" for b in bad}))
+    step = step or 0
+    nets = " and ".join(sorted({"G" if b[0] == "g" else "D" for b in bad}))
+    med = obs[f"weight/{net}/* std"]["median"]
     return Finding("poor_init", step, step,
-                   f"Initial weights of {names} have a spread of {out[net]['median_std']:.3g}, {r:.3g}× {label}",
-                   {"metrics": [f"weight/{n}/*" for n in out], "window": [step, step],
-                    "observed": {f"weight/{n}/* median std": {"value": o["median_std"], "layers": o["layers"]}
-                                 for n, o in out.items()},
-                    "references": refs, "thresholds": dict(th)})
+                   f"Initial weights of {nets} have a spread of {med:.3g}, {r:.3g}× {label}",
+                   {"metrics": [f"weight/{n}/*" for n in ("g", "d") if f"weight/{n}/* std" in obs],
+                    "window": [step, step], "observed": obs, "references": refs, "thresholds": dict(th)})
 
 
 def capacity_imbalance(recent: Window, early: Window, th: dict[str, float], ctx: Context) -> Finding | None:
-    """G/D parameter ratio far from balanced (params/g, params/d; else estimated from ngf/ndf)."""
+    """G/D parameter ratio far from balanced (params/g and params/d if logged, else the trainer's nets)."""
     pg, pd = get(early, "params/g"), get(early, "params/d")
     if pg is not None and pd is not None:
         ng, nd = float(pg[1][0]), float(pd[1][0])
-        step = int(min(pg[0][0], pd[0][0]))
         how = "params/g ÷ params/d"
-    elif not ctx.is_toy and recent:
-        # Conv widths dominate DCGAN's parameter count, which scales with width squared.
-        ng, nd = float(ctx.ngf) ** 2, float(ctx.ndf) ** 2
-        step = min((int(s[0]) for s, _ in recent.values() if s.size), default=0)
-        how = "estimated as (ngf/ndf)² from the config"
+    elif ctx.arch is not None and (recent or early):
+        ng = float(sum(x.total for x in ctx.arch["g"].values()))
+        nd = float(sum(x.total for x in ctx.arch["d"].values()))
+        how = "from the config's architecture"
     else:
         return None
+    step = min((int(s[0]) for s, _ in (early or recent).values() if s.size), default=0)
     ratio = ng / nd if nd > 0 else float("inf")
     if th["ratio_min"] <= ratio <= th["ratio_max"]:
         return None
     weak = "G" if ratio < 1 else "D"
     return Finding("capacity_imbalance", step, step,
-                   f"{weak} is starved: G/D parameter ratio {ratio:.3g} ({how}); the seed write-up reports ≈0.5 working",
+                   f"{weak} is starved: G has {ng:.3g} parameters against D's {nd:.3g} (ratio {ratio:.3g}, "
+                   f"{how}); the seed write-up reports a ratio near 0.5 working",
                    {"metrics": ["params/g", "params/d"], "window": [step, step],
                     "observed": {"ratio": {"value": ratio, "how": how, "params_g": ng, "params_d": nd,
                                            "range": [th["ratio_min"], th["ratio_max"]]}},

@@ -6,7 +6,7 @@
   const { naturalCompare } = GS;
   const COLORS = ["#2f6fdf", "#d0342c", "#1f9d55", "#9b51e0", "#d98a00", "#0fa3b1", "#7a5c3e", "#e05297", "#5d6d7e"];
   GS.MAX_POINTS = 2000; // per series in the overview; the server keeps every bucket's extremes
-  const HEAT_POINTS = 600; // per layer in a heatmap, binned to at most HEAT_COLS columns
+  const HEAT_POINTS = 400; // per layer in a heatmap, binned to at most HEAT_COLS columns
   const HEAT_COLS = 300;
 
   // Plotly renders a subset of HTML in text; escape what comes from the server so it stays text.
@@ -27,7 +27,8 @@
       sigs: ["vanishing_g_grad", "exploding_grad", "poor_init"] },
     { id: "grad_d_heat", title: "D gradient norm per layer (log10)", heat: "grad/d/", sigs: ["exploding_grad"] },
     { id: "grad_g_heat", title: "G gradient norm per layer (log10)", heat: "grad/g/", sigs: ["vanishing_g_grad", "exploding_grad"] },
-    { id: "update", title: "Update / weight ratio per layer", prefix: "update/", log: true },
+    // Many series (every layer of both nets): a smaller per-series budget keeps the SVG light.
+    { id: "update", title: "Update / weight ratio per layer", prefix: "update/", log: true, points: 500 },
     { id: "perf", title: "Throughput (img/s; s/step on the right)", names: ["perf/img_s", "perf/step_s"], y2: ["perf/step_s"] },
     { id: "diversity", title: "Sample diversity (G's spread / real spread)", names: ["sample/diversity"],
       refs: [{ y: 1, text: "real" }], sigs: ["mode_collapse"] },
@@ -87,7 +88,10 @@
       if (!concerns(spec, names, a)) continue;
       const failing = a.severity === "failing";
       const color = failing ? "208,52,44" : "217,138,0";
-      const x0 = a.first_step, x1 = Math.max(a.last_step ?? a.first_step, a.first_step);
+      // The evidence's step window when it gives one, else the alert's first..last step.
+      const w = a.evidence && Array.isArray(a.evidence.window) && a.evidence.window.length === 2 &&
+        a.evidence.window.every(Number.isFinite) ? a.evidence.window : [a.first_step, a.last_step ?? a.first_step];
+      const x0 = w[0], x1 = Math.max(w[1], x0);
       shapes.push({ type: "rect", name: "alert-" + a.id, xref: "x", yref: "paper", x0, x1: x1 === x0 ? x0 + 0.5 : x1,
         y0: 0, y1: 1, fillcolor: `rgba(${color},${a.status === "closed" ? 0.07 : 0.16})`, line: { width: 0 }, layer: "below" });
       shapes.push({ type: "line", name: "alert-start-" + a.id, xref: "x", yref: "paper", x0, x1: x0, y0: 0, y1: 1,
@@ -211,8 +215,10 @@
       } finally { this.silent = false; }
       if (!this.drawn) { this.drawn = true; this.hook(); }
     }
+    // Points per series in the overview; a zoomed range always gets the full MAX_POINTS.
+    get budget() { return this.zoom ? GS.MAX_POINTS : this.spec.points || GS.MAX_POINTS; }
     async reload() {
-      this.setSeries(await GS.fetchMetrics(this.ctx.runId, this.names, this.fetchOpts(GS.MAX_POINTS)));
+      this.setSeries(await GS.fetchMetrics(this.ctx.runId, this.names, this.fetchOpts(this.budget)));
       await this.draw();
     }
     async addNames(names) {
@@ -249,8 +255,8 @@
         Plotly.restyle(this.div, { showlegend: true, text: [this.bad.text] }, [0]);
       }
       Plotly.extendTraces(this.div, { x: xs, y: ys }, idx);
-      // Past a few times the overview budget, fetch a fresh downsampled overview instead of growing.
-      if (!this.zoom && Object.values(this.data).some((s) => s.steps.length > 3 * GS.MAX_POINTS)) this.reloadSoon();
+      // Past the overview budget, fetch a fresh downsampled overview instead of growing.
+      if (!this.zoom && Object.values(this.data).some((s) => s.steps.length > 1.5 * this.budget)) this.reloadSoon();
       return top;
     }
     reloadSoon() {
@@ -280,7 +286,7 @@
       if (!Number.isFinite(lo)) return { x: [], z: [] };
       const cols = Math.max(1, Math.min(HEAT_COLS, most));
       const width = Math.max(1, (hi - lo + 1) / cols);
-      const x = Array.from({ length: cols }, (_, c) => Math.round(lo + (c + 0.5) * width));
+      const x = Array.from({ length: cols }, (_, c) => lo + c * width + (width - 1) / 2); // bin centres
       const z = this.names.map((n) => {
         const row = new Array(cols).fill(null);
         const s = this.raw[n] || { steps: [], values: [] };
@@ -341,7 +347,7 @@
       if (this.redrawTimer) return;
       this.redrawTimer = setTimeout(() => {
         this.redrawTimer = null;
-        if (Object.values(this.raw).some((s) => s.steps.length > 4 * HEAT_POINTS) && !this.zoom) this.reload();
+        if (Object.values(this.raw).some((s) => s.steps.length > 2 * HEAT_POINTS) && !this.zoom) this.reload();
         else this.draw();
       }, 1000);
     }

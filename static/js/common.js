@@ -123,6 +123,7 @@ GS.badge = (cls, text) => GS.el("span", { class: "badge " + cls, text: text || c
 GS.setLive = (state) => {
   const n = document.getElementById("live");
   if (!n) return;
+  n.hidden = false;
   n.className = "live " + state;
   n.textContent = state === "on" ? "● live" : state === "retry" ? "reconnecting…" : "offline";
 };

@@ -69,7 +69,7 @@
           connectgaps: false, line: { width: 1.4, color: COLORS[i % COLORS.length] } });
       });
       if (bad.x.length) traces.push({ name: "non-finite", x: bad.x, y: bad.y, text: bad.text, hoverinfo: "text",
-        mode: "markers", type: "scatter", marker: { symbol: "x-thin-open", size: 11, line: { width: 2.5, color: "#d0342c" } } });
+        mode: "markers", type: "scatter", marker: { symbol: "x-thin-open", size: 11, color: "#d0342c", line: { width: 2.5, color: "#d0342c" } } });
       const log = /^(grad|update)\//.test(name);
       await Plotly.newPlot(div, traces, {
         title: { text: GS.plotText(name), font: { size: 13 }, x: 0.02 }, height: 260, margin: { l: 52, r: 14, t: 30, b: 32 },

@@ -18,7 +18,7 @@
   const resetDefaults = () => {
     for (const k of knobs) {
       const d = k.dataset.default;
-      if (k.dataset.kind === "bool") input(k).checked = d === "True" || d === "true";
+      if (k.dataset.kind === "bool") input(k).checked = d === "true";
       else input(k).value = d;
       k.classList.remove("remedy", "invalid");
     }

@@ -6,7 +6,8 @@
   const { el, api, fmt } = GS;
   const boot = JSON.parse(document.getElementById("boot").textContent);
   const runId = boot.run_id;
-  const defaults = boot.defaults || {};
+  const knobOrder = (boot.defaults || []).map(([k]) => k);
+  const defaults = Object.fromEntries(boot.defaults || []);
   const charts = new Map(); // spec id -> chart
   const wrappers = new Map(); // spec id -> wrapper div (created up front so charts keep their order)
   const alerts = new Map(); // alert id -> alert
@@ -76,7 +77,7 @@
 
   const renderConfig = () => {
     const cfg = (summary && summary.config) || {};
-    const order = Object.keys(defaults);
+    const order = knobOrder;
     const keys = Object.keys(cfg).sort((a, b) => (order.indexOf(a) + 1 || 999) - (order.indexOf(b) + 1 || 999));
     document.getElementById("config").replaceChildren(...keys.map((k) => {
       const changed = k in defaults && JSON.stringify(cfg[k]) !== JSON.stringify(defaults[k]) && k !== "name";
@@ -126,6 +127,8 @@
         el("div", { class: "message", text: a.message || "" }),
         el("dl", {}, evidenceList(a.evidence)),
         remedyText(a.remedy) || fixChips.length ? el("div", {}, el("b", { text: "Remedy: " }), remedyText(a.remedy), " ", fixChips) : null,
+        a.remedy && Array.isArray(a.remedy.sources) && a.remedy.sources.length
+          ? el("div", { class: "muted", style: "font-size:11px" }, "Sources: " + a.remedy.sources.map(String).join("; ")) : null,
         fixChips.length ? el("button", { class: "primary", text: "Relaunch with this remedy", onclick: () => relaunch(fix, a.signature) }) : null);
     }));
     for (const c of charts.values()) c.setAlerts(list);
@@ -181,9 +184,26 @@
     noteDrawn(top ?? (fresh.length ? summary && summary.step : null));
   };
 
+  // Events that arrive faster than the browser draws are merged: at most one extend per chart per frame.
+  let pending = [];
+  let chain = Promise.resolve();
+  const merge = (list) => {
+    const out = {};
+    for (const m of list) for (const [n, s] of Object.entries(m || {})) {
+      const o = out[n] || (out[n] = { steps: [], values: [] });
+      o.steps.push(...s.steps); o.values.push(...s.values);
+    }
+    return out;
+  };
+  const flush = () => {
+    const batch = merge(pending);
+    pending = [];
+    chain = chain.then(() => applyMetrics(batch)).catch((e) => console.error("live", e));
+  };
   const onMetrics = (ev) => {
     if (!loaded) { buffer.push(ev.metrics); return; }
-    applyMetrics(ev.metrics || {});
+    if (!pending.length) requestAnimationFrame(flush);
+    pending.push(ev.metrics);
   };
 
   const loadSummary = async () => {
@@ -198,14 +218,15 @@
     await loadSummary();
     allNames = (summary.metric_names || []).slice();
     const fresh = await ensureCharts(allNames);
-    await loadAlerts().catch((e) => console.warn("alerts", e));
-    await Promise.all(fresh.map((c) => c.reload()));
+    // Alerts and every chart's series are fetched at once; charts draw as their data lands.
+    await Promise.all([loadAlerts().catch((e) => console.warn("alerts", e)), ...fresh.map((c) => c.reload())]);
     renderAlerts();
     samples.load().catch((e) => console.warn("samples", e));
     toy.load();
     loaded = true;
-    const pending = buffer; buffer = [];
-    for (const m of pending) await applyMetrics(m);
+    const early = merge(buffer);
+    buffer = [];
+    await applyMetrics(early);
     window.ganscope.ready = true;
     window.ganscope.readyAt = performance.now();
   };
@@ -247,7 +268,7 @@
   document.getElementById("relaunch-btn").addEventListener("click", () => relaunch(null));
   setInterval(() => { if (summary && summary.status === "running") renderHeader(); }, 5000);
 
-  new GS.LiveStream(`/api/runs/${runId}/stream`, {
+  window.ganscope.stream = new GS.LiveStream(`/api/runs/${runId}/stream`, {
     ready: () => {
       if (!loading) loading = initialLoad().catch((e) => { loading = null; console.error("load", e); });
       else if (loaded) catchUp().catch((e) => console.error("catch-up", e));

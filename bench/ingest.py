@@ -1,0 +1,242 @@
+"""Ingest and read benchmark: ganscope against raw sqlite3, MLflow's SQL store and TensorBoard.
+
+One stream for every store: 20 metrics x 10,000 steps (200,000 points), float64 values.
+
+* raw sqlite3: executemany of every point into an indexed (run, name, step, value) table, one
+  transaction (the floor: no HTTP, no JSON, no chunking), same WAL settings as ganscope's.
+* ganscope: the real server (uvicorn subprocess via tests/harness.py, SQLite), fed the way a worker
+  feeds it: one keep-alive connection, sequential POSTs of 100 steps x 20 metrics, JSON encoded
+  inside the timed loop. Detectors off for the headline figure; on for `detector_overhead`.
+* MLflow: MlflowClient on a sqlite:// tracking URI, log_batch of 1,000 metrics per call.
+* TensorBoard: SummaryWriter.add_scalar per point, read back with EventAccumulator.
+
+Reads: one metric's full 10,000-point history through each store's own read path (ours: GET
+/api/runs/{id}/metrics over HTTP), median of several; and a 1,000,000-point metric downsampled to
+2,000 points through our API. Usage: python -m bench.ingest [--repeat N] [--skip-peers]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.harness import start_server  # noqa: E402
+
+N_METRICS, N_STEPS, BATCH_STEPS = 20, 10_000, 100
+NAMES = [f"bench/m{i:02d}" for i in range(N_METRICS)]
+POINTS = N_METRICS * N_STEPS
+
+
+def make_stream() -> np.ndarray:
+    rng = np.random.default_rng(1234)
+    return np.cumsum(rng.standard_normal((N_METRICS, N_STEPS)), axis=1) * 0.01 + 1.0
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, all threads (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def server_cpu_ms(pid: int, fn: Callable[[], object], n: int) -> float:
+    """Server CPU per call: on a busy machine wall time measures the queue for a core, this does not."""
+    before = proc_cpu_s(pid)
+    for _ in range(n):
+        fn()
+    return (proc_cpu_s(pid) - before) * 1000 / n
+
+
+def median_ms(fn: Callable[[], object], n: int) -> float:
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def bench_raw_sqlite(tmp: Path, values: np.ndarray, repeat: int) -> tuple[float, float]:
+    rows = [(1, NAMES[i], s, float(values[i, s])) for s in range(N_STEPS) for i in range(N_METRICS)]
+    best = float("inf")
+    for k in range(repeat):
+        con = sqlite3.connect(tmp / f"raw{k}.db")
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.execute("CREATE TABLE points (run_id INTEGER, name TEXT, step INTEGER, value REAL)")
+        con.execute("CREATE INDEX ix_points ON points (run_id, name, step)")
+        t = time.perf_counter()
+        con.executemany("INSERT INTO points VALUES (?, ?, ?, ?)", rows)
+        con.commit()
+        best = min(best, time.perf_counter() - t)
+
+    def read() -> int:
+        return len(con.execute("SELECT step, value FROM points WHERE run_id = 1 AND name = ? ORDER BY step",
+                               (NAMES[0],)).fetchall())
+    assert read() == N_STEPS
+    read_ms = median_ms(read, 20)
+    con.close()
+    return POINTS / best, read_ms
+
+
+def _bodies(values: np.ndarray) -> list[tuple[list[int], list[list[float]]]]:
+    out = []
+    for lo in range(0, N_STEPS, BATCH_STEPS):
+        out.append((list(range(lo, lo + BATCH_STEPS)), [values[i, lo:lo + BATCH_STEPS].tolist() for i in range(N_METRICS)]))
+    return out
+
+
+def ingest_http(c: httpx.Client, run_id: int, batches: list) -> float:
+    t = time.perf_counter()
+    for steps, cols in batches:
+        body = orjson.dumps({"series": {n: {"steps": steps, "values": cols[i]} for i, n in enumerate(NAMES)}})
+        r = c.post(f"/api/runs/{run_id}/metrics", content=body, headers={"content-type": "application/json"})
+        if r.status_code != 200 or r.json()["accepted"] != N_METRICS * len(steps):
+            raise RuntimeError(f"ingest failed: {r.status_code} {r.text[:200]}")
+    return time.perf_counter() - t
+
+
+def bench_ours(tmp: Path, values: np.ndarray, repeat: int, detectors: str) -> dict[str, float]:
+    server = start_server(tmp / f"ganscope-{detectors}", GANSCOPE_DETECTORS=detectors, GANSCOPE_LOG_LEVEL="warning")
+    out: dict[str, float] = {}
+    try:
+        with httpx.Client(base_url=server.url, timeout=60.0) as c:
+            batches = _bodies(values)
+            best, run_id, cpu = float("inf"), 0, float("inf")
+            for k in range(repeat):
+                run_id = c.post("/api/runs", json={"name": f"bench-{detectors}-{k}"}).json()["id"]
+                before = proc_cpu_s(server.proc.pid)
+                best = min(best, ingest_http(c, run_id, batches))
+                cpu = min(cpu, proc_cpu_s(server.proc.pid) - before)
+            out["pts_s"] = POINTS / best
+            out["server_cpu_s"] = cpu
+            if detectors != "off":
+                return out
+
+            def read10k() -> None:
+                m = c.get(f"/api/runs/{run_id}/metrics", params={"names": NAMES[0], "max_points": N_STEPS}).json()
+                assert len(m["metrics"][NAMES[0]]["steps"]) == N_STEPS
+            read10k()
+            out["read10k_ms"] = median_ms(read10k, 30)
+            out["read10k_cpu_ms"] = server_cpu_ms(server.proc.pid, read10k, 100)
+
+            # A 1,000,000-point metric (a long run's loss), read downsampled to 2,000 points.
+            big = c.post("/api/runs", json={"name": "bench-1m"}).json()["id"]
+            rng = np.random.default_rng(5)
+            for lo in range(0, 1_000_000, 20_000):
+                vals = (np.sin(np.arange(lo, lo + 20_000) / 5000.0) + 0.05 * rng.standard_normal(20_000)).tolist()
+                body = orjson.dumps({"series": {"loss/d": {"steps": list(range(lo, lo + 20_000)), "values": vals}}})
+                r = c.post(f"/api/runs/{big}/metrics", content=body, headers={"content-type": "application/json"})
+                assert r.status_code == 200, r.text
+
+            def read1m() -> None:
+                m = c.get(f"/api/runs/{big}/metrics", params={"names": "loss/d", "max_points": 2000}).json()
+                assert 0 < len(m["metrics"]["loss/d"]["steps"]) <= 2000
+            read1m()
+            out["read1m_ms"] = median_ms(read1m, 15)
+            out["read1m_cpu_ms"] = server_cpu_ms(server.proc.pid, read1m, 30)
+    finally:
+        server.stop()
+    return out
+
+
+def bench_mlflow(tmp: Path, values: np.ndarray) -> tuple[float, float] | str:
+    try:
+        import logging
+
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+        logging.getLogger("mlflow").setLevel(logging.ERROR)
+        logging.getLogger("alembic").setLevel(logging.ERROR)
+    except ImportError as exc:
+        return f"not installed ({exc}); pip install 'ganscope[bench]'"
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
+    run_id = client.create_run(client.create_experiment("bench")).info.run_id
+    ts = int(time.time() * 1000)
+    metrics = [Metric(NAMES[i], float(values[i, s]), ts, s) for s in range(N_STEPS) for i in range(N_METRICS)]
+    t = time.perf_counter()
+    for lo in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[lo:lo + 1000])
+    elapsed = time.perf_counter() - t
+
+    def read() -> None:
+        assert len(client.get_metric_history(run_id, NAMES[0])) == N_STEPS
+    return POINTS / elapsed, median_ms(read, 3)
+
+
+def bench_tensorboard(tmp: Path, values: np.ndarray) -> tuple[float, float] | str:
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        return f"not installed ({exc}); pip install 'ganscope[bench]' (and torch for SummaryWriter)"
+    logdir = tmp / "tb"
+    t = time.perf_counter()
+    writer = SummaryWriter(log_dir=str(logdir))
+    for s in range(N_STEPS):
+        for i in range(N_METRICS):
+            writer.add_scalar(NAMES[i], float(values[i, s]), s)
+    writer.close()
+    elapsed = time.perf_counter() - t
+
+    def read() -> None:
+        # TensorBoard's read path: load the event file(s), then take one tag's scalars.
+        acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+        acc.Reload()
+        assert len(acc.Scalars(NAMES[0])) == N_STEPS
+    return POINTS / elapsed, median_ms(read, 3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=3, help="passes for raw sqlite3 and ganscope ingest; best kept")
+    ap.add_argument("--skip-peers", action="store_true", help="skip MLflow and TensorBoard")
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    values = make_stream()
+    with tempfile.TemporaryDirectory(prefix="ganscope-bench-") as d:
+        tmp = Path(d)
+        print(f"stream: {N_METRICS} metrics x {N_STEPS} steps = {POINTS} points; ganscope batches of "
+              f"{BATCH_STEPS} steps x {N_METRICS} metrics over one HTTP connection; best of {args.repeat} passes",
+              flush=True)
+        raw_pts, raw_read = bench_raw_sqlite(tmp, values, args.repeat)
+        print(f"raw_sqlite3     ingest {raw_pts:12,.0f} points/s   read10k {raw_read:8.2f} ms", flush=True)
+        ours = bench_ours(tmp, values, args.repeat, "off")
+        print(f"ganscope(http)  ingest {ours['pts_s']:12,.0f} points/s   read10k {ours['read10k_ms']:8.2f} ms   "
+              f"read1m->2k {ours['read1m_ms']:.2f} ms", flush=True)
+        print(f"ganscope server CPU: ingest {POINTS / ours['server_cpu_s']:,.0f} points per CPU-second, "
+              f"read10k {ours['read10k_cpu_ms']:.2f} ms/call, read1m->2k {ours['read1m_cpu_ms']:.2f} ms/call "
+              f"(load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)", flush=True)
+        on = bench_ours(tmp, values, args.repeat, "on")
+        overhead = ours["pts_s"] / on["pts_s"]
+        print(f"ganscope(http, detectors on) ingest {on['pts_s']:12,.0f} points/s", flush=True)
+        print(f"detector_overhead {overhead:.2f}", flush=True)
+        if not args.skip_peers:
+            for label, fn in (("mlflow(sqlite)", bench_mlflow), ("tensorboard", bench_tensorboard)):
+                res = fn(tmp, values)
+                if isinstance(res, str):
+                    print(f"{label:15} skipped: {res}", flush=True)
+                else:
+                    print(f"{label:15} ingest {res[0]:12,.0f} points/s   read10k {res[1]:8.2f} ms   "
+                          f"(ganscope ingest = {ours['pts_s'] / res[0]:.1f}x)", flush=True)
+        ratio = ours["pts_s"] / raw_pts
+        print(f"targets: ingest >= 0.5x raw sqlite3, read10k <= 15 ms, read1m <= 50 ms", flush=True)
+        print(f"ingest_vs_sqlite3 {ratio:.2f} read10k_ms {ours['read10k_ms']:.2f} read1m_ms {ours['read1m_ms']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
