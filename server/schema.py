@@ -4,7 +4,9 @@ Metrics are stored as chunks: one row holds up to CHUNK_POINTS consecutive
 points of one (run, metric) as packed little-endian int64 steps and float64
 values. Appends touch one row per metric per batch instead of one row per
 point, and a 1,000,000-point history is a few hundred rows to read.
-Non-finite values are stored as IEEE NaN/Inf inside the blob.
+Non-finite values are stored as IEEE NaN/Inf inside the blob. Evenly spaced
+steps (the usual case) are implied: an empty steps blob means first_step to
+last_step in n equal strides (server/store/metrics.py keeps the invariants).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-CHUNK_POINTS = 4096
+CHUNK_POINTS = 2048  # measured: 4096 costs ingest ~12% more CPU (bigger tail rewrites), 1024 costs reads ~20%
 
 
 class Base(DeclarativeBase):
@@ -67,7 +69,7 @@ class MetricChunk(Base):
     first_step: Mapped[int] = mapped_column(BigInteger)
     last_step: Mapped[int] = mapped_column(BigInteger)
     n: Mapped[int] = mapped_column(Integer)
-    steps: Mapped[bytes] = mapped_column(LargeBinary)  # int64 little-endian, strictly increasing
+    steps: Mapped[bytes] = mapped_column(LargeBinary)  # int64 little-endian, strictly increasing; b"" = evenly spaced
     values: Mapped[bytes] = mapped_column(LargeBinary)  # float64 little-endian, NaN/Inf kept
 
     __table_args__ = (

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ServerProc, free_port, start_server, wait_for
+from tests.harness import ServerProc, WorkerProc, free_port, start_server, wait_for
 from tests.test_worker import FAST_HB, assert_points_once, claims_in, enqueue, run_of, wait_status
 
 # Probes every 10th step keep a step at a few ms; loss/d, loss/g and pred/real are still logged every step.
@@ -30,6 +30,18 @@ def _checkpoint_step(c, run_id: int) -> int:
     r = c.get(f"/api/runs/{run_id}/checkpoints")
     steps = [x["step"] for x in r.json()["checkpoints"]] if r.status_code == 200 else []
     return max(steps, default=0)
+
+
+def _two_workers_then_job(server: ServerProc, spawn_worker, **cfg) -> tuple[int, WorkerProc, WorkerProc]:
+    """Two idle workers, then one job: returns (run_id, the worker that claimed it, the other one).
+
+    Both start before the job exists so the second one's slow start (torch) is not on the clock."""
+    ws = [spawn_worker(server.url, args=FAST_HB) for _ in range(2)]
+    wait_for(lambda: all("idle" in w.log() for w in ws), timeout=120, what="two idle workers")
+    run_id = enqueue(server.client(), **cfg)
+    holder = wait_for(lambda: next((w for w in ws if run_id in claims_in(w.log())), None), timeout=60,
+                      what="a worker to claim the job")
+    return run_id, holder, next(w for w in ws if w is not holder)
 
 
 def _resume_step(log: str, run_id: int) -> int:
@@ -43,8 +55,7 @@ def test_kill9_worker_job_resumes_from_checkpoint_on_another(home: Path, spawn_w
     try:
         c = server.client()
         steps = 600
-        run_id = enqueue(c, name="kill -9", steps=steps, **LONG)
-        a = spawn_worker(server.url, args=FAST_HB)
+        run_id, a, b = _two_workers_then_job(server, spawn_worker, name="kill -9", steps=steps, **LONG)
         # Kill once a checkpoint is on the server and later points too (the resumed job will repeat them).
         wait_for(lambda: (k := _checkpoint_step(c, run_id)) >= 200 and run_of(c, run_id)["step"] > k,
                  timeout=90, what="a checkpoint upload and points beyond it")
@@ -56,7 +67,6 @@ def test_kill9_worker_job_resumes_from_checkpoint_on_another(home: Path, spawn_w
         # Points beyond the checkpoint already reached the server: the resumed job repeats them.
         assert at_kill["step"] > ckpt, "the overlap this test is about"
 
-        b = spawn_worker(server.url, args=FAST_HB)
         run = wait_status(c, run_id, {"succeeded", "failed"}, timeout=120, logs=[a, b])
         assert run["status"] == "succeeded" and run["attempts"] == 2, run
         assert _resume_step(b.log(), run_id) == ckpt
@@ -127,21 +137,19 @@ def test_forty_jobs_over_four_workers_each_runs_once(any_server: ServerProc, spa
 def test_sigterm_hands_the_job_back_and_the_next_worker_finishes_it(server: ServerProc, spawn_worker) -> None:
     c = server.client()
     steps = 600
-    run_id = enqueue(c, name="hand back", steps=steps, **LONG)
-    a = spawn_worker(server.url, args=FAST_HB)
+    # b stays idle: it gets the job only when a hands it back.
+    run_id, a, b = _two_workers_then_job(server, spawn_worker, name="hand back", steps=steps, **LONG)
     wait_for(lambda: _checkpoint_step(c, run_id) >= 100, timeout=90, what="a checkpoint upload")
     assert a.stop(timeout=60) == 0, a.log()  # SIGTERM, then wait: exit status 0
     m = re.search(rf"run {run_id}: finishing as handback at step (\d+)", a.log())
     assert m, a.log()
     handed_at = int(m.group(1))
-    run = run_of(c, run_id)
-    assert run["status"] == "queued" and run["attempts"] == 0, run  # a hand-back is no failed attempt
-    # The hand-back checkpoint is the step the worker stopped at: no work is lost.
-    assert _checkpoint_step(c, run_id) == handed_at
-    b = spawn_worker(server.url, args=FAST_HB)
+    assert handed_at < steps
     run = wait_status(c, run_id, {"succeeded", "failed"}, timeout=120, logs=[a, b])
+    # A hand-back is no failed attempt: b's claim is attempt 1 again, and it starts where a stopped
+    # (a checkpointed at that very step before handing back), so no work is lost.
     assert run["status"] == "succeeded" and run["attempts"] == 1, run
-    assert _resume_step(b.log(), run_id) == handed_at
+    assert f"run {run_id}: claimed (attempt 1), resuming from step {handed_at}" in b.log(), b.log()
     assert_points_once(server, run_id, steps)
 
 
@@ -149,13 +157,11 @@ def test_frozen_worker_loses_its_job_and_drops_it_when_thawed(home: Path, spawn_
     server = start_server(home, GANSCOPE_STALL_SECONDS="3")
     try:
         c = server.client()
-        steps = 800
-        run_id = enqueue(c, name="sigstop", steps=steps, **LONG)
-        a = spawn_worker(server.url, args=FAST_HB)
+        steps = 600
+        run_id, a, b = _two_workers_then_job(server, spawn_worker, name="sigstop", steps=steps, **LONG)
         wait_for(lambda: _checkpoint_step(c, run_id) >= 100, timeout=90, what="a checkpoint upload")
         os.killpg(a.proc.pid, signal.SIGSTOP)  # frozen: no heartbeat, no data
         try:
-            b = spawn_worker(server.url, args=FAST_HB)
             wait_for(lambda: run_id in claims_in(b.log()), timeout=60, what="the job to move to worker b")
         finally:
             os.killpg(a.proc.pid, signal.SIGCONT)

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.harness import REPO, base_env, free_port, start_server, wait_for
-from trainer.client import Client, Spool, SpoolBusy, _sorted_unique, encode_values, json_safe
+from tests.harness import REPO, base_env, free_port, start_server
+from trainer.client import Client, _sorted_unique, encode_values, json_safe
+from trainer.spool import Spool
 
 
 def test_put_is_ordered_durable_and_survives_reopen(tmp_path: Path) -> None:
@@ -41,7 +41,7 @@ def test_put_is_ordered_durable_and_survives_reopen(tmp_path: Path) -> None:
 
 def test_second_process_cannot_share_a_spool(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "s")
-    code = ("import sys; from trainer.client import Spool, SpoolBusy\n"
+    code = ("import sys; from trainer.spool import Spool, SpoolBusy\n"
             "try:\n    Spool(sys.argv[1])\nexcept SpoolBusy as e:\n    print('busy:', e); sys.exit(3)\n")
     p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s")], cwd=REPO, env=base_env(tmp_path),
                        capture_output=True, text=True, timeout=60)
@@ -183,8 +183,8 @@ def test_token_is_sent_and_a_wrong_one_keeps_data(home: Path, tmp_path: Path) ->
         server.stop()
 
 
-@pytest.mark.parametrize("points", [50_000])
-def test_metric_buffer_is_bounded(tmp_path: Path, points: int) -> None:
+def test_metric_buffer_is_bounded(tmp_path: Path) -> None:
+    points = 50_000
     # Nobody listens on this port: whatever the buffer cannot hold must already be on disk.
     client = Client(f"http://127.0.0.1:{free_port()}", tmp_path / "s", batch_points=1000, flush_seconds=3600)
     for i in range(0, points, 100):

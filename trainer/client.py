@@ -27,20 +27,19 @@ This module imports no torch: the SDK uses it inside any training script.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import math
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from trainer.spool import Entry, Spool, SpoolBusy  # noqa: F401 - SpoolBusy is part of this API
 
 log = logging.getLogger("ganscope.client")
 
@@ -50,10 +49,6 @@ _BUSY_CODES = {408, 429, 503}
 _BARRIERS = ("checkpoint", "finish")  # sent only after the earlier entries of their run (see _pass)
 _STREAM_ABOVE = 8 << 20  # bodies larger than this are streamed from the spool file, not read into memory
 ActionCallback = Callable[[int, str, "str | None"], None]
-
-
-class SpoolBusy(RuntimeError):
-    """Another process holds this spool folder: two writers would interleave sequence numbers."""
 
 
 class ServerUnavailable(RuntimeError):
@@ -83,123 +78,6 @@ def json_safe(obj: Any) -> Any:
     if hasattr(obj, "tolist"):  # numpy arrays and scalars, without importing numpy
         return json_safe(obj.tolist())
     return obj
-
-
-@dataclass(frozen=True)
-class Entry:
-    seq: int
-    kind: str
-    path: Path
-
-
-class Spool:
-    """Ordered, durable request queue in a folder: `<seq>.<kind>.req` = JSON header line + body."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.rejected_dir = self.root / "rejected"
-        self.rejected_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.root / ".lock", "a+")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            self._lock_file.close()
-            raise SpoolBusy(f"spool {self.root} is in use by another process; give each worker its own --spool") from exc
-        for stale in self.root.glob(".tmp-*"):  # a crash mid-write leaves only these; the entry was never put
-            stale.unlink(missing_ok=True)
-        seqs = [self._seq(p.name) for p in (*self.root.glob("*.req"), *self.rejected_dir.glob("*.req"))]
-        self._next = max(seqs, default=0) + 1
-        self._mutex = threading.Lock()
-
-    @staticmethod
-    def _seq(name: str) -> int:
-        return int(name.split(".", 1)[0])
-
-    def put(self, kind: str, header: dict[str, Any], body: bytes = b"", body_file: Path | None = None) -> int:
-        """Durably append one request; returns its sequence number."""
-        with self._mutex:
-            seq = self._next
-            self._next += 1
-        final = self.root / f"{seq:012d}.{kind}.req"
-        tmp = self.root / f".tmp-{seq:012d}"
-        with open(tmp, "wb") as f:
-            f.write(json.dumps({"seq": seq, "kind": kind, **header}).encode() + b"\n")
-            if body_file is not None:
-                with open(body_file, "rb") as src:
-                    shutil.copyfileobj(src, f, 1 << 20)
-            else:
-                f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, final)  # atomic: the sender never sees a half-written entry
-        self._fsync_dir()
-        return seq
-
-    def _fsync_dir(self) -> None:
-        fd = os.open(self.root, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def entries(self) -> list[Entry]:
-        out = []
-        with os.scandir(self.root) as it:
-            for d in it:
-                if d.name.endswith(".req") and not d.name.startswith("."):
-                    seq_s, kind, _ = d.name.split(".", 2)
-                    out.append(Entry(int(seq_s), kind, Path(d.path)))
-        out.sort(key=lambda e: e.seq)
-        return out
-
-    def count(self) -> int:
-        return len(self.entries())
-
-    @staticmethod
-    def read(entry: Entry) -> tuple[dict[str, Any], int, int]:
-        """(header, body offset, body size)."""
-        with open(entry.path, "rb") as f:
-            header = json.loads(f.readline())
-            offset = f.tell()
-        return header, offset, entry.path.stat().st_size - offset
-
-    @staticmethod
-    def body_bytes(entry: Entry, offset: int) -> bytes:
-        with open(entry.path, "rb") as f:
-            f.seek(offset)
-            return f.read()
-
-    @staticmethod
-    def body_stream(entry: Entry, offset: int) -> Iterator[bytes]:
-        with open(entry.path, "rb") as f:
-            f.seek(offset)
-            while chunk := f.read(1 << 20):
-                yield chunk
-
-    def remove(self, entry: Entry) -> None:
-        entry.path.unlink(missing_ok=True)
-
-    def reject(self, entry: Entry, reason: str) -> Path:
-        dest = self.rejected_dir / entry.path.name
-        os.replace(entry.path, dest)
-        (self.rejected_dir / (entry.path.name + ".reason.txt")).write_text(reason + "\n")
-        self._fsync_dir()
-        return dest
-
-    def rejected(self) -> list[Path]:
-        return sorted(self.rejected_dir.glob("*.req"))
-
-    def requeue_rejected(self) -> int:
-        """Put rejected entries back (after the operator fixed the cause); they keep their order."""
-        n = 0
-        for p in self.rejected():
-            os.replace(p, self.root / p.name)
-            (self.rejected_dir / (p.name + ".reason.txt")).unlink(missing_ok=True)
-            n += 1
-        return n
-
-    def close(self) -> None:
-        self._lock_file.close()
 
 
 class Client:

@@ -270,8 +270,12 @@ class Trainer:
         d = st.d
 
         def d_prob(x: torch.Tensor) -> torch.Tensor:
+            # Batches of the training size: with minibatch discrimination D's answer depends on the
+            # batch, so it is asked under the conditions it was trained in (and memory stays bounded).
+            n = cfg.batch_size
             with torch.no_grad():
-                return torch.sigmoid(d(x.to(self.device))[0].float()).cpu()
+                return torch.cat([torch.sigmoid(d(x[i:i + n].to(self.device))[0].float()).cpu()
+                                  for i in range(0, x.shape[0], n)])
 
         payload = density_payload(real, fake, d_prob, self.mixture, cfg.data_dim)
         self.sink.on_snapshot(st.step, "toy", payload)

@@ -63,9 +63,10 @@ class MinibatchDiscrimination(nn.Module):
         nn.init.normal_(self.weight, 0.0, 1.0 / math.sqrt(in_features))
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        m = (f @ self.weight).view(-1, self.kernels, self.kernel_dim)
-        l1 = (m.unsqueeze(1) - m.unsqueeze(0)).abs().sum(dim=3)         # (B, B, kernels)
-        return torch.exp(-l1).sum(dim=1) - 1.0                             # drop the j == i term, exp(0)
+        m = (f @ self.weight).view(-1, self.kernels, self.kernel_dim).transpose(0, 1)   # (kernels, B, dim)
+        # cdist keeps memory at kernels·B² instead of the kernels·B²·dim of a broadcast difference.
+        l1 = torch.cdist(m.float(), m.float(), p=1.0)                                     # (kernels, B, B)
+        return (torch.exp(-l1).sum(dim=2) - 1.0).transpose(0, 1)   # drop the j == i term, exp(0) = 1
 
 
 class NamedNet(nn.Module):

@@ -41,9 +41,11 @@ class JobState:
     step: int = 0
     action: str | None = None  # sticky: cancel / stop / release, once the server said it
     reason: str | None = None
+    finished: bool = False  # the final status reached the server: later answers concern a closed run
+    finish_seq: int | None = None  # spool entry of the final status, once written
 
     def told(self, action: str | None, reason: str | None) -> None:
-        if not action or action == "continue" or self.action == "release":
+        if not action or action == "continue" or self.action == "release" or self.finished:
             return
         if action != self.action:
             log.info("run %d: server says %s%s", self.run_id, action, f" ({reason})" if reason else "")
@@ -203,6 +205,7 @@ class Worker:
                                                   "error": error})
                 log.info("run %d: finishing as %s at step %d", run_id, status, step)
                 # Heart-beat until the final status is delivered so the server does not requeue meanwhile.
+                state.finish_seq = seq
                 if not self.client.wait_delivered(seq, self.opts.drain_timeout):
                     log.warning("run %d: final status not delivered within %.0fs; it stays spooled (%d entries) "
                                 "and is replayed when the server takes data again", run_id,
@@ -233,14 +236,15 @@ class Worker:
         failing = False
         while not self._hb_stop.wait(self.opts.heartbeat):
             state = self._current
-            if state is None:
+            if state is None or self._finish_delivered(state):
                 continue
             try:
                 r = self.client.call("POST", "/api/workers/heartbeat", retry_for=0, json={
                     "worker_id": self.worker_id, "run_id": state.run_id, "step": state.step})
                 if r.status_code == 200:
                     data = r.json()
-                    state.told(data.get("action"), data.get("reason"))
+                    if not self._finish_delivered(state):  # else it would answer about a finished run
+                        state.told(data.get("action"), data.get("reason"))
                     if failing:
                         log.info("run %d: heartbeat reaches the server again", state.run_id)
                         self.client.poke()
@@ -252,6 +256,11 @@ class Worker:
                 if not failing:
                     log.warning("run %d: heartbeat failed (%s); training goes on", state.run_id, exc)
                 failing = True
+
+    def _finish_delivered(self, state: JobState) -> bool:
+        if state.finish_seq is not None and self.client.delivered(state.finish_seq):
+            state.finished = True
+        return state.finished
 
     def on_signal(self, signum: int, _frame: Any) -> None:
         if self.terminating.is_set():

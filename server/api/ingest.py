@@ -13,7 +13,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -151,8 +151,8 @@ def _check_kind(kind: str) -> None:
              openapi_extra={"requestBody": {"required": True, "content": {"image/png": {"schema": {
                  "type": "string", "format": "binary"}}}}})
 async def post_sample(run_id: int, request: Request, _: Authorized, db: DB, broker: BrokerDep,
-                      settings: SettingsDep, step: int = Query(..., ge=0),
-                      kind: str = Query("grid")) -> Response:
+                      settings: SettingsDep, step: Annotated[int, Query(ge=0)],
+                      kind: Annotated[str, Query()] = "grid") -> Response:
     """A sample grid PNG (raw body) for a step; a re-upload replaces it. 201 {step, kind, url}."""
     _check_kind(kind)
     png = await read_body(request, json_limit(request), "sample image")
@@ -198,6 +198,12 @@ async def post_snapshot(run_id: int, request: Request, _: Authorized, db: DB, br
     return json_response({"step": step, "kind": kind}, 201)
 
 
+def _must_exist(db: Database, run_id: int) -> None:
+    with db.read() as s:
+        if get_run(s, run_id) is None:
+            raise not_found(run_id)
+
+
 @router.put("/api/runs/{run_id}/checkpoints/{step}", status_code=201,
             openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"}}}}})
@@ -206,9 +212,7 @@ async def put_checkpoint(run_id: int, step: int, request: Request, _: Authorized
     """Raw checkpoint bytes for a step, streamed to disk (never held whole in memory). 201 {step, size}."""
     if step < 0:
         raise unprocessable([(["path", "step"], "step must be >= 0")])
-    with db.read() as s:
-        if get_run(s, run_id) is None:
-            raise not_found(run_id)
+    await run_in_threadpool(_must_exist, db, run_id)  # before streaming what could be gigabytes
     limit = upload_limit(request)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:

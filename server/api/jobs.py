@@ -19,6 +19,7 @@ from trainer.config import JobConfig
 
 router = APIRouter(tags=["jobs"])
 _SIGNATURE_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_THRESHOLD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -48,9 +49,9 @@ def validate_config(data: Any, limits: Any, *, partial_ok: bool = False) -> JobC
             errors.append({"loc": ["body", "detectors", sig], "type": "value_error",
                            "msg": f"detector id {sig!r} is not a signature id (lowercase letters, digits, _)"})
         for key, val in overrides.items():
-            if not _SIGNATURE_ID.match(key) or val != val or val in (float("inf"), float("-inf")):
+            if not _THRESHOLD.match(key) or val != val or val in (float("inf"), float("-inf")):
                 errors.append({"loc": ["body", "detectors", sig, key], "type": "value_error",
-                               "msg": f"threshold {key!r} must be a lowercase name with a finite number"})
+                               "msg": f"threshold {key!r} must be an identifier with a finite number"})
     if errors:
         raise unprocessable(errors)
     return cfg

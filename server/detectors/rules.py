@@ -36,6 +36,7 @@ class Context:
     """What the rules need from a run's config (server/detectors must not depend on the trainer)."""
 
     label_smoothing: float = 1.0
+    loss: str = "nonsaturating"
     init: str = "normal"
     init_std: float = 0.02
     n_modes: int | None = None  # toy mixtures: mode count; None for images and poisson1d
@@ -46,7 +47,8 @@ class Context:
     def from_config(cls, cfg: Mapping[str, Any] | None) -> "Context":
         cfg = cfg or {}
         ds = str(cfg.get("dataset", "shapes"))
-        return cls(label_smoothing=float(cfg.get("label_smoothing", 1.0)), init=str(cfg.get("init", "normal")),
+        return cls(label_smoothing=float(cfg.get("label_smoothing", 1.0)), loss=str(cfg.get("loss", "nonsaturating")),
+                   init=str(cfg.get("init", "normal")),
                    init_std=float(cfg.get("init_std", 0.02)), n_modes=TOY_MODES.get(ds),
                    is_toy=ds in TOY_MODES or ds == "poisson1d", arch=arch_mod.layers(cfg))
 
@@ -249,7 +251,7 @@ def vanishing_g_grad(recent: Window, early: Window, th: dict[str, float], ctx: C
     # first ~50 steps of healthy toy runs), so the relative tests wait for `warmup_steps`. No gradient at all
     # (norm exactly 0: a saturated tanh, dead ReLUs) is dead, not young, and counts from the start.
     grown = steps >= origin + th["warmup_steps"]
-    cond = (g1 == 0) & (gl == 0)
+    cond = g1 == 0
     base = early_level(early, first, th["early_steps"])
     if base is not None and base > 0:
         cond |= grown & (g1 < th["drop_ratio"] * base)
@@ -259,6 +261,14 @@ def vanishing_g_grad(recent: Window, early: Window, th: dict[str, float], ctx: C
             ratio = g1 / gl
         cond |= grown & (g1 < th["abs_max"]) & (ratio < th["ratio_max"])  # AUTOTRAINER's test
     ok, onset, frac = held(steps, cond, th["window"], th["hold_frac"])
+    saturated = None
+    if not ok and ctx.loss == "minimax":
+        # Goodfellow et al. 2014: with log(1 − D(G(z))) the gradient at D's logit is −D(G(z)), so a D that
+        # rejects fakes with certainty scales every gradient G receives by D(G(z)) — it vanishes at the source.
+        pg = get(recent, "pred/fake_g")
+        if pg is not None:
+            ok, onset, frac = held(pg[0], pg[1] < th["signal_min"], th["window"], th["hold_frac"])
+            saturated = pg if ok else None
     if not ok:
         return None
     end = int(steps[-1])
@@ -266,11 +276,19 @@ def vanishing_g_grad(recent: Window, early: Window, th: dict[str, float], ctx: C
                                    "threshold": None if base is None else th["drop_ratio"] * base, "op": "<"}}
     if ratio is not None:
         obs[f"{first} / {last}"] = {**stat(_tail(steps, ratio, end, th["window"])), "threshold": th["ratio_max"], "op": "<"}
-    msg = (f"G's first-layer gradient ({first}) has vanished since step {onset}: median "
-           f"{obs[first]['median']:.3g}" + (f" against an early level of {base:.3g}" if base else ""))
+    names = [first] + ([last] if last != first else [])
+    if saturated is not None:
+        obs["pred/fake_g"] = {**stat(_tail(saturated[0], saturated[1], end, th["window"])),
+                              "threshold": th["signal_min"], "op": "<"}
+        names.append("pred/fake_g")
+        msg = (f"G's gradient vanishes since step {onset}: under the minimax loss it is scaled by D(G(z)) = "
+               f"{obs['pred/fake_g']['median']:.2g}; G's first-layer norm is {obs[first]['median']:.3g}")
+    else:
+        msg = (f"G's first-layer gradient ({first}) has vanished since step {onset}: median "
+               f"{obs[first]['median']:.3g}" + (f" against an early level of {base:.3g}" if base else ""))
     return Finding("vanishing_g_grad", onset, end, msg,
-                   {"metrics": [first] + ([last] if last != first else []), "window": [onset, end],
-                    "observed": obs, "held_frac": frac, "thresholds": dict(th)})
+                   {"metrics": names, "window": [onset, end], "observed": obs, "held_frac": frac,
+                    "thresholds": dict(th)})
 
 
 def exploding_grad(recent: Window, early: Window, th: dict[str, float], ctx: Context) -> Finding | None:

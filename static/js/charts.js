@@ -84,7 +84,8 @@
 
   const alertDecor = (spec, names, alerts) => {
     const shapes = [], annotations = [];
-    for (const a of alerts) {
+    const labelled = new Set();
+    for (const a of alerts.slice().reverse()) {
       if (!concerns(spec, names, a)) continue;
       const failing = a.severity === "failing";
       const color = failing ? "208,52,44" : "217,138,0";
@@ -94,8 +95,11 @@
       const x0 = w[0], x1 = Math.max(w[1], x0);
       shapes.push({ type: "rect", name: "alert-" + a.id, xref: "x", yref: "paper", x0, x1: x1 === x0 ? x0 + 0.5 : x1,
         y0: 0, y1: 1, fillcolor: `rgba(${color},${a.status === "closed" ? 0.07 : 0.16})`, line: { width: 0 }, layer: "below" });
-      shapes.push({ type: "line", name: "alert-start-" + a.id, xref: "x", yref: "paper", x0, x1: x0, y0: 0, y1: 1,
+      if (a.status !== "closed") shapes.push({ type: "line", name: "alert-start-" + a.id, xref: "x", yref: "paper", x0, x1: x0, y0: 0, y1: 1,
         line: { color: `rgb(${color})`, width: 1.5, dash: "dot" } });
+      // One label per signature (its latest alert): a run that re-opens an alert often stays readable.
+      if (labelled.has(a.signature)) continue;
+      labelled.add(a.signature);
       annotations.push({ x: x0, y: 1, xref: "x", yref: "paper", xanchor: "left", yanchor: "top", showarrow: false,
         text: "⚑ " + GS.plotText(a.signature), font: { size: 10, color: `rgb(${color})` }, bgcolor: "rgba(255,255,255,.7)" });
     }
@@ -187,7 +191,10 @@
       }
     }
     traces() {
-      const out = [{ name: "non-finite", x: this.bad.x, y: this.bad.y, text: this.bad.text, mode: "markers", type: "scatter",
+      // Plotly keeps the arrays it is given and extendTraces appends to them: hand it copies, so the
+      // chart's own bookkeeping (this.data, this.bad) never doubles what is drawn.
+      const out = [{ name: "non-finite", x: this.bad.x.slice(), y: this.bad.y.slice(), text: this.bad.text.slice(),
+        mode: "markers", type: "scatter",
         hoverinfo: "text", marker: { symbol: "x-thin-open", size: 11, color: "#d0342c", line: { width: 2.5, color: "#d0342c" } },
         showlegend: this.bad.x.length > 0 }];
       this.names.forEach((n, i) => out.push(this.trace(n, i)));
@@ -197,7 +204,7 @@
       const s = this.data[n] || { steps: [], values: [] };
       // Norm-layer update ratios start hidden (one click in the legend shows them): conv/fc layers are the signal.
       const hidden = this.spec.prefix && /\/(bn|norm)\w*$/.test(n);
-      return { name: GS.plotText(n), x: s.steps, y: s.values, mode: "lines", type: "scatter", connectgaps: false,
+      return { name: GS.plotText(n), x: s.steps.slice(), y: s.values.slice(), mode: "lines", type: "scatter", connectgaps: false,
         visible: hidden ? "legendonly" : true,
         line: { width: 1.4, color: COLORS[i % COLORS.length] }, yaxis: (this.spec.y2 || []).includes(n) ? "y2" : "y" };
     }
@@ -251,8 +258,8 @@
       });
       if (!idx.length || !this.drawn) return top;
       if (this.bad.x.length > badBefore) {
+        Plotly.restyle(this.div, { showlegend: true, text: [this.bad.text.slice()] }, [0]);
         xs.push(this.bad.x.slice(badBefore)); ys.push(this.bad.y.slice(badBefore)); idx.push(0);
-        Plotly.restyle(this.div, { showlegend: true, text: [this.bad.text] }, [0]);
       }
       Plotly.extendTraces(this.div, { x: xs, y: ys }, idx);
       // Past the overview budget, fetch a fresh downsampled overview instead of growing.

@@ -75,7 +75,11 @@ GS.fmt = (v, digits = 4) => {
   return String(Number(v.toPrecision(digits)));
 };
 
-GS.fmtValue = (v) => (typeof v === "object" && v !== null ? JSON.stringify(v) : v === null ? "null" : String(v));
+// Config values and remedy changes: 1e-6 rather than 0.0000010000000000000002.
+GS.fmtValue = (v) => {
+  if (typeof v === "number") return Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(8)));
+  return typeof v === "object" && v !== null ? JSON.stringify(v) : v === null ? "null" : String(v);
+};
 
 GS.fmtTime = (iso) => {
   if (!iso) return "";

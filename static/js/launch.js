@@ -12,7 +12,7 @@
     const i = input(k);
     if (k.dataset.kind === "bool") i.checked = Boolean(v);
     else if (k.dataset.kind === "json") i.value = JSON.stringify(v ?? {});
-    else i.value = v === null || v === undefined ? "" : String(v);
+    else i.value = v === null || v === undefined ? "" : GS.fmtValue(v);
   };
 
   const resetDefaults = () => {

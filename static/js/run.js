@@ -11,6 +11,7 @@
   const charts = new Map(); // spec id -> chart
   const wrappers = new Map(); // spec id -> wrapper div (created up front so charts keep their order)
   const alerts = new Map(); // alert id -> alert
+  const expanded = new Map(); // alert id -> open/closed as the user left it
   let allNames = [];
   let summary = null;
   let loaded = false;
@@ -117,12 +118,14 @@
     document.getElementById("alert-count").textContent = list.length ? `${open} open, ${list.length} in all` : "";
     const box = document.getElementById("alerts");
     if (!list.length) { box.replaceChildren(el("p", { class: "muted", text: "None so far." })); }
-    else box.replaceChildren(...list.slice().reverse().map((a) => {
+    // Open alerts first and expanded; closed ones fold to one line (a long run can close dozens).
+    const ordered = list.slice().reverse().sort((a, b) => (a.status === "closed") - (b.status === "closed"));
+    if (list.length) box.replaceChildren(...ordered.map((a) => {
       const fix = remedyConfig(a.remedy);
       const fixChips = Object.entries(fix).map(([k, v]) => el("span", { class: "chip", text: k + " → " + GS.fmtValue(v) }));
-      return el("div", { class: `alert ${a.severity} ${a.status}`, "data-signature": a.signature, "data-alert-id": a.id },
-        el("div", { class: "row" }, GS.badge(a.severity === "failing" ? "failing" : "warning", a.severity),
-          el("span", { class: "sig", text: a.signature }), el("span", { class: "muted", text: a.status }),
+      const details = el("details", { class: `alert ${a.severity} ${a.status}`, "data-signature": a.signature, "data-alert-id": a.id },
+        el("summary", {}, GS.badge(a.severity === "failing" ? "failing" : "warning", a.severity), " ",
+          el("span", { class: "sig", text: a.signature }), " ", el("span", { class: "muted", text: a.status }), " ",
           el("span", { class: "muted", text: "steps " + a.first_step + "–" + a.last_step })),
         el("div", { class: "message", text: a.message || "" }),
         el("dl", {}, evidenceList(a.evidence)),
@@ -130,6 +133,9 @@
         a.remedy && Array.isArray(a.remedy.sources) && a.remedy.sources.length
           ? el("div", { class: "muted", style: "font-size:11px" }, "Sources: " + a.remedy.sources.map(String).join("; ")) : null,
         fixChips.length ? el("button", { class: "primary", text: "Relaunch with this remedy", onclick: () => relaunch(fix, a.signature) }) : null);
+      details.open = expanded.has(a.id) ? expanded.get(a.id) : a.status !== "closed";
+      details.addEventListener("toggle", () => expanded.set(a.id, details.open));
+      return details;
     }));
     for (const c of charts.values()) c.setAlerts(list);
   };

@@ -54,7 +54,7 @@
     const fill = el("span");
     fill.style.width = pct + "%";
     bar.appendChild(fill);
-    return el("td", { class: "num" }, bar, " ", String(r.step || 0), total ? " / " + total : "");
+    return el("td", { class: "num progress-cell" }, bar, " ", String(r.step || 0), total ? " / " + total : "");
   };
 
   const row = (r) => {

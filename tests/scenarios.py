@@ -1,0 +1,202 @@
+"""The labelled scenario corpus: real trainer runs that provoke each failure signature, and healthy ones.
+
+Shared by tests/test_detectors_scenarios.py (a quick corpus) and bench/detect.py (a fuller one).
+Each run trains in-process with a sink that hands every metrics flush to the detector engine —
+the same batches, as numpy arrays, that the worker posts and ingest passes to the hook.
+
+Every recipe was measured on this trainer (tiny nets, CPU); `why` says what the recipe does and,
+where the literature's recipe did not reproduce at this size, what does instead.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from server.detectors.engine import RunDetector
+from server.detectors.rules import Context, weight_layers
+from trainer.config import JobConfig
+from trainer.loop import train
+from trainer.sink import MemorySink
+
+Metrics = dict[str, tuple[np.ndarray, np.ndarray]]
+TOY = {"toy_hidden": 32, "batch_size": 32, "toy_every": 20}
+IMG = {"dataset": "shapes", "image_size": 16, "ngf": 8, "ndf": 8, "batch_size": 16, "sample_every": 10_000}
+COMMON = {"checkpoint_every": 100_000, "device": "cpu"}
+D_WINS = {"lr_d": 2e-3, "lr_g": 1e-5, "d_steps": 3}  # the issue's recipe: D learns 200x faster, 3 steps per G step
+
+
+# --- onsets: when the failure is first visible in the raw metrics (no persistence) ---------------------
+
+def _first(steps: np.ndarray, cond: np.ndarray) -> int | None:
+    idx = np.flatnonzero(cond)
+    return int(steps[idx[0]]) if idx.size else None
+
+
+def start(m: Metrics) -> int | None:
+    """Failures the config causes from the first step (init, widths, a frozen D)."""
+    return min(int(s[0]) for s, _ in m.values() if s.size)
+
+
+def d_wins(m: Metrics) -> int | None:
+    s, ld = m["loss/d"]
+    return _first(s, (ld < 0.05) & (m["pred/fake"][1] < 0.02))
+
+
+def any_nonfinite(m: Metrics) -> int | None:
+    firsts = [_first(s, ~np.isfinite(v)) for s, v in m.values()]
+    return min((f for f in firsts if f is not None), default=None)
+
+
+def g_grad_gone(m: Metrics) -> int | None:
+    """G's first layer gets no gradient, or (minimax) D(G(z)) scales it below 1%."""
+    first = weight_layers(m, "grad", "g", Context())[0]
+    cands = [_first(m[first][0], m[first][1] == 0)]
+    if "pred/fake_g" in m:
+        cands.append(_first(m["pred/fake_g"][0], m["pred/fake_g"][1] < 0.01))
+    return min((c for c in cands if c is not None), default=None)
+
+
+def grad_over_100(m: Metrics) -> int | None:
+    firsts = [_first(s, v > 100) for n, (s, v) in m.items() if n.startswith("grad/")]
+    return min((f for f in firsts if f is not None), default=None)
+
+
+def collapsed(modes_total: int | None) -> Callable[[Metrics], int | None]:
+    """Past G's first 150 steps (it starts as a near-constant map): one point, or good samples on <= half the modes."""
+    def onset(m: Metrics) -> int | None:
+        s, d = m["sample/diversity"]
+        cands = [_first(s, (s >= 150) & (d < 0.01))]
+        if modes_total and "toy/modes" in m:
+            ts, modes = m["toy/modes"]
+            q = m["toy/quality"][1]
+            cands.append(_first(ts, (ts >= 150) & (modes >= 1) & (modes <= modes_total // 2) & (q >= 0.5)))
+        return min((c for c in cands if c is not None), default=None)
+    return onset
+
+
+def loss_spikes(m: Metrics) -> int | None:
+    """The first of recurring spikes: three steps within 50 whose loss/d is a nat above its 11-step median."""
+    s, v = m["loss/d"]
+    pad = np.pad(v, (5, 5), mode="edge")
+    level = np.median(np.lib.stride_tricks.sliding_window_view(pad, 11), axis=1)
+    at = s[(v - level > 1.0) & (s >= 50)]
+    for k in at:
+        if np.sum((at >= k) & (at < k + 50)) >= 3:
+            return int(k)
+    return None
+
+
+# --- the corpus ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    config: dict[str, Any]
+    expect: tuple[str, ...] = ()  # signatures that must be flagged; () for a healthy run
+    onset: Callable[[Metrics], int | None] = start
+    why: str = ""
+
+    def job(self, seed: int | None = None) -> JobConfig:
+        return JobConfig(**{**COMMON, **self.config, **({"seed": seed} if seed is not None else {})})
+
+
+def healthy(name: str, config: dict[str, Any], why: str) -> Scenario:
+    return Scenario(name, config, (), start, why)
+
+
+QUICK: tuple[Scenario, ...] = (
+    healthy("ring8_healthy", {**TOY, "dataset": "ring8", "steps": 600}, "DCGAN defaults on the 8-Gaussian ring"),
+    healthy("grid25_healthy", {**TOY, "dataset": "grid25", "steps": 600}, "DCGAN defaults on the 5x5 grid"),
+    healthy("trimodal_healthy", {**TOY, "dataset": "trimodal1d", "toy_hidden": 64, "batch_size": 64,
+                                 "lr_d": 1e-3, "lr_g": 1e-3, "steps": 500}, "covers all three modes"),
+    healthy("shapes_healthy", {**IMG, "steps": 300}, "DCGAN defaults, 16px"),
+    Scenario("ring8_d_wins", {**TOY, "dataset": "ring8", **D_WINS, "steps": 150}, ("d_overpowering",), d_wins,
+             "the issue's recipe: lr_d 2e-3, lr_g 1e-5, 3 D steps per G step"),
+    Scenario("shapes_d_wins", {**IMG, **D_WINS, "steps": 150}, ("d_overpowering",), d_wins, "same recipe on images"),
+    Scenario("shapes_minimax_d_wins", {**IMG, **D_WINS, "lr_g": 2e-4, "loss": "minimax", "steps": 150},
+             ("vanishing_g_grad", "d_overpowering"), g_grad_gone,
+             "minimax G loss against a winning D: G's gradient is scaled by D(G(z)) → 0 (Goodfellow et al. 2014). "
+             "The issue's init_std 1.0 recipe did not vanish G's gradient here: batch norm rescales it, and "
+             "without batch norm it explodes instead"),
+    Scenario("ring8_nonfinite", {**TOY, "dataset": "ring8", "toy_layers": 8, "toy_hidden": 64, "init_std": 10.0,
+                                 "steps": 50}, ("nonfinite",), any_nonfinite,
+             "extreme init of a deep MLP: G's gradient norms overflow float32 to Inf at step 1 (lr 1.0 does "
+             "not produce NaN with Adam, whose step is bounded by lr)"),
+    Scenario("ring8_exploding", {**TOY, "dataset": "ring8", "init_std": 3.0, "steps": 60},
+             ("exploding_grad", "poor_init"), grad_over_100, "N(0, 3) init: gradient norms of 1e7 from step 1"),
+    Scenario("bimodal_collapse", {**TOY, "dataset": "bimodal1d", "toy_hidden": 64, "batch_size": 64,
+                                  "lr_d": 1e-3, "lr_g": 1e-3, "steps": 350}, ("mode_collapse",), collapsed(2),
+             "G settles on one of the two modes (quality ~1.0, spread ~0.2 of the data's)"),
+    Scenario("bimodal_collapse_calm_d", {**TOY, "dataset": "bimodal1d", "g_steps": 5, "lr_g": 1e-3, "steps": 400},
+             ("mode_collapse",), collapsed(2),
+             "5 G steps per D step: G sits on one mode while loss/d stays at 2·ln 2 — the losses look ideal"),
+    Scenario("ring8_oscillation", {**TOY, "dataset": "ring8", "lr_d": 1e-3, "lr_g": 1e-3, "beta1": 0.9,
+                                   "steps": 500}, ("oscillation",), loss_spikes,
+             "beta1 0.9 (DCGAN found 0.5 needed for stability) with lr 1e-3: D's loss spikes by nats repeatedly"),
+    Scenario("shapes_frozen_d", {**IMG, "lr_d": 1e-7, "steps": 120}, ("d_not_learning",), start,
+             "lr_d 1e-7: D's weights do not move"),
+    Scenario("ring8_d_at_chance", {**TOY, "dataset": "ring8", "lr_g": 3e-3, "lr_d": 1e-4, "steps": 120},
+             ("d_not_learning",), start,
+             "the issue's mode-collapse recipe (lr_g 3e-3, lr_d 1e-4): on these MLPs D never leaves chance — "
+             "loss/d frozen at 2·ln 2, D(x) = D(G(z)) — while G wanders, not collapses"),
+    Scenario("shapes_init_1", {**IMG, "init_std": 1.0, "steps": 60}, ("poor_init",), start,
+             "N(0, 1) weights instead of DCGAN's N(0, 0.02)"),
+    Scenario("shapes_tiny_g", {**IMG, "ngf": 1, "ndf": 64, "steps": 60}, ("capacity_imbalance",), start,
+             "G with ngf 1 against D with ndf 64: 3.3k against 137k parameters"),
+)
+
+
+@dataclass
+class DetectingSink(MemorySink):
+    """A MemorySink that judges every flush as ingest would: same batch, numpy int64/float64."""
+
+    config: dict[str, Any] = field(default_factory=dict)
+    judge_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.det = RunDetector(self.config)
+
+    def on_metrics(self, series: dict[str, tuple[list[int], list[float]]]) -> None:
+        super().on_metrics(series)
+        batch = {n: (np.asarray(s, dtype=np.int64), np.asarray(v, dtype=np.float64)) for n, (s, v) in series.items()}
+        t = time.perf_counter()
+        self.det.feed(batch)
+        self.judge_s += time.perf_counter() - t
+
+
+@dataclass
+class Outcome:
+    scenario: Scenario
+    seed: int | None
+    fired: dict[str, int]  # signature -> step at which it was first flagged
+    severities: dict[str, str]
+    onset: int | None
+    seconds: float
+    judge_s: float
+    metrics: Metrics
+
+    def delay(self, sig: str) -> int | None:
+        if sig not in self.fired or self.onset is None:
+            return None
+        return max(0, self.fired[sig] - self.onset)
+
+
+def run(sc: Scenario, seed: int | None = None) -> Outcome:
+    cfg = sc.job(seed)
+    sink = DetectingSink(config=cfg.model_dump(mode="json"))
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory() as wd:
+        train(cfg, sink, wd)
+    seconds = time.perf_counter() - t
+    metrics = {n: (np.asarray(s, dtype=np.int64), np.asarray(v, dtype=np.float64)) for n, (s, v) in sink.metrics.items()}
+    fired = sink.det.fired()
+    sev = {a.signature: a.severity for a in sink.det.history}
+    return Outcome(sc, seed, fired, sev, sc.onset(metrics), seconds, sink.judge_s, metrics)
+
