@@ -106,7 +106,10 @@ def test_live_run_page_with_a_real_worker(server, spawn_worker, browser) -> None
         page.goto(f"{server.url}/runs/{run_id}")
         ready(page)
         page.click("#cancel-btn")
-        page.click("#cancel-btn")
+        assert page.inner_text("#cancel-btn") == "Really cancel?"
+        with page.expect_response(lambda r: r.url.endswith(f"/api/runs/{run_id}/cancel")) as answer:
+            page.click("#cancel-btn")
+        assert answer.value.status == 200, page.inner_text("#run-error")
         page.wait_for_function("document.getElementById('run-status').innerText.trim() === 'cancelled'",
                                timeout=90_000)
     assert not log.problems(), log.problems()

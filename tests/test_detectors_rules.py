@@ -276,9 +276,9 @@ def test_engine_judges_a_batch_cheaply():
     batches = list(_batches(data))
     for b in batches[:10]:
         det.feed(b)  # fill the windows
-    t = time.perf_counter()
+    t = time.process_time()  # CPU time: other processes on a shared machine do not count
     for b in batches[10:]:
         det.feed(b)
-    per_batch = (time.perf_counter() - t) / len(batches[10:])
-    # 50 steps x 40 series per batch; ingest of such a batch costs tens of ms, so a few ms is within 5%
+    per_batch = (time.process_time() - t) / len(batches[10:])
+    # 50 steps x 40 series per batch: ~1 ms on an idle core; storing such a batch costs tens of ms
     assert per_batch < 0.01, f"{per_batch * 1e3:.1f} ms per batch"

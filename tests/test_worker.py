@@ -157,14 +157,15 @@ def test_token_from_environment_and_a_wrong_token_is_reported(home: Path, spawn_
     server = start_server(home, token="t0ken")
     try:
         c = server.client(token="t0ken")
-        run_id = enqueue(c, steps=20)
         wrong = spawn_worker(server.url, token="wrong")
-        wait_for(lambda: "401" in wrong.log(), timeout=60, what="the wrong token to be reported")
-        assert "Bearer" in wrong.log() and run_of(c, run_id)["status"] == "queued"
-        wrong.kill()
-        right = spawn_worker(server.url, args=["--once"], GANSCOPE_TOKEN="t0ken")
+        right = spawn_worker(server.url, args=["--once"], GANSCOPE_TOKEN="t0ken")  # token from the environment
+        wait_for(lambda: "401" in wrong.log(), timeout=90, what="the wrong token to be reported")
+        assert "Bearer" in wrong.log()
+        run_id = enqueue(c, steps=20)
         assert right.proc.wait(120) == 0, right.log()
         assert run_of(c, run_id)["status"] == "succeeded"
+        assert claims_in(right.log()) == [run_id] and claims_in(wrong.log()) == []
+        assert wrong.proc.poll() is None, "a wrong token is reported and retried, not fatal"
     finally:
         server.stop()
 

@@ -235,14 +235,18 @@ class Client:
         return self.spool.count() + (1 if self._buf_points else 0)
 
     def flush(self, timeout: float) -> bool:
-        """Spool the buffer, then wait until the spool is empty; False if time ran out first."""
+        """Spool the buffer and wait for delivery; True once the spool is empty.
+
+        Returns early (False) when time runs out or when all that is left has failed on the server
+        `entry_attempts` times: those keep retrying in the background, nobody waits for them."""
         self.flush_metrics()
         deadline = time.monotonic() + timeout
         self._wake.set()
         with self._changed:
-            while self.spool.count():
+            while entries := self.spool.entries():
                 left = deadline - time.monotonic()
-                if left <= 0:
+                stuck = all(self._deferred.get(e.seq, (0, 0.0))[0] >= self.entry_attempts for e in entries)
+                if left <= 0 or stuck:
                     return False
                 self._changed.wait(min(left, 0.2))
         return True

@@ -125,10 +125,7 @@ class Trainer:
             scalars.append("loss/g_fm")
         scalars += ["pred/real", "pred/fake", "pred/fake_g"]
         self.buffer.define("step", scalars)
-        self.buffer.define("probe", [*self.probe_d.names("grad"), *self.probe_g.names("grad"),
-                                     *self.probe_d.names("weight"), *self.probe_g.names("weight"),
-                                     *self.probe_d.names("update"), *self.probe_g.names("update"),
-                                     "sample/diversity"])
+        self.buffer.define("probe", [*self.probe_d.names(), *self.probe_g.names(), "sample/diversity"])
         self.window = _Window()
         self._last_flush = time.monotonic()
         self._last_poll = time.monotonic()
@@ -188,11 +185,10 @@ class Trainer:
             st.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             if last and probe:
-                grad_d = self.probe_d.grad_norms()
-                self.probe_d.remember()
+                self.probe_d.before_step()
             st.opt_d.step()
             if last and probe:
-                weight_d, update_d = self.probe_d.weight_norms(), self.probe_d.update_ratios()
+                layers_d = self.probe_d.after_step()
 
         # G updates: D's parameters are frozen so backward computes no gradient G does not need.
         d.requires_grad_(False)
@@ -218,11 +214,10 @@ class Trainer:
             st.opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             if j == cfg.g_steps - 1 and probe:
-                grad_g = self.probe_g.grad_norms()
-                self.probe_g.remember()
+                self.probe_g.before_step()
             st.opt_g.step()
             if j == cfg.g_steps - 1 and probe:
-                weight_g, update_g = self.probe_g.weight_norms(), self.probe_g.update_ratios()
+                layers_g = self.probe_g.after_step()
 
         if record:
             row = [loss_d, loss_d_real, loss_d_fake, loss_g, loss_adv]
@@ -232,8 +227,7 @@ class Trainer:
                     torch.sigmoid(logit_fg).mean()]
             self.buffer.record("step", step, torch.stack([t.detach().float() for t in row]))
         if probe:
-            self.buffer.record("probe", step, torch.cat([
-                grad_d, grad_g, weight_d, weight_g, update_d, update_g, diversity(fake_d, real).reshape(1)]))
+            self.buffer.record("probe", step, torch.cat([layers_d, layers_g, diversity(fake_d, real).reshape(1)]))
 
     # --- periodic work ---------------------------------------------------------------
     def flush(self) -> None:

@@ -17,7 +17,15 @@ from trainer.models import NamedNet
 
 
 class LayerProbe:
-    """Gradient, weight and update norms of every parameterised layer of one net."""
+    """Gradient, weight and update norms of every parameterised layer of one net.
+
+    Around an optimizer step: `before_step()` keeps a copy of the weights, `after_step()`
+    returns one tensor ``[grad norms (L), weight norms (L), update ratios (L)]`` from a single
+    ``_foreach_norm`` over gradients, weights and weight changes (the optimizer leaves
+    ``.grad`` untouched, so gradients can be measured after the step).
+    """
+
+    KINDS = ("grad", "weight", "update")
 
     def __init__(self, net: NamedNet, net_key: str) -> None:
         layers = net.param_layers()
@@ -25,35 +33,30 @@ class LayerProbe:
         self.layers: list[str] = list(layers)
         self.params: list[nn.Parameter] = [p for ps in layers.values() for p in ps]
         device = self.params[0].device
-        # Parameter i belongs to layer index[i]; squared norms are summed per layer with one index_add_.
-        self.index = torch.tensor([i for i, ps in enumerate(layers.values()) for _ in ps], device=device)
-        self._prev: list[torch.Tensor] = [torch.empty_like(p, memory_format=torch.preserve_format)
-                                          for p in self.params]
-        self._zeros = [torch.zeros((), device=device)] * len(self.params)
+        n_layers = len(self.layers)
+        per_param = [i for i, ps in enumerate(layers.values()) for _ in ps]
+        # Tensor i of [grads, weights, deltas] belongs to output slot index[i]: one index_add_ sums
+        # squared norms per layer for all three kinds at once.
+        self.index = torch.tensor([k * n_layers + i for k in range(3) for i in per_param], device=device)
+        self._prev: list[torch.Tensor] = [torch.empty_like(p) for p in self.params]
+        self._zero = torch.zeros((), device=device)
 
-    def names(self, kind: str) -> list[str]:
-        return [f"{kind}/{self.net_key}/{layer}" for layer in self.layers]
+    def names(self) -> list[str]:
+        """Metric names in the order of `after_step()`'s output."""
+        return [f"{kind}/{self.net_key}/{layer}" for kind in self.KINDS for layer in self.layers]
 
-    def _per_layer(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-        norms = torch.stack(torch._foreach_norm(tensors)).float()
-        sq = torch.zeros(len(self.layers), device=norms.device).index_add_(0, self.index, norms * norms)
-        return sq.sqrt()
-
-    def grad_norms(self) -> torch.Tensor:
-        grads = [p.grad if p.grad is not None else z for p, z in zip(self.params, self._zeros)]
-        return self._per_layer(grads)
-
-    def weight_norms(self) -> torch.Tensor:
-        return self._per_layer([p.detach() for p in self.params])
-
-    def remember(self) -> None:
-        """Keep a copy of the weights before an optimizer step (for the update ratio)."""
+    def before_step(self) -> None:
         torch._foreach_copy_(self._prev, [p.detach() for p in self.params])
 
-    def update_ratios(self) -> torch.Tensor:
-        """‖W_after − W_before‖ / ‖W_before‖ per layer (Karpathy's ~1e-3 rule of thumb)."""
-        delta = torch._foreach_sub([p.detach() for p in self.params], self._prev)
-        return self._per_layer(delta) / self._per_layer(self._prev).clamp_min(1e-12)
+    def after_step(self) -> torch.Tensor:
+        weights = [p.detach() for p in self.params]
+        grads = [p.grad if p.grad is not None else self._zero for p in self.params]
+        deltas = torch._foreach_sub(weights, self._prev)
+        norms = torch.stack(torch._foreach_norm([*grads, *weights, *deltas])).float()
+        n = len(self.layers)
+        sq = torch.zeros(3 * n, device=norms.device).index_add_(0, self.index, norms * norms).sqrt()
+        # update ratio ‖W_after − W_before‖ / ‖W_after‖ (Karpathy's rule of thumb: ~1e-3 is healthy)
+        return torch.cat([sq[:2 * n], sq[2 * n:] / sq[n:2 * n].clamp_min(1e-12)])
 
 
 def batch_spread(x: torch.Tensor) -> torch.Tensor:

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.client import Client, ServerUnavailable
+from trainer.client import Client, ServerUnavailable, SpoolBusy
 from trainer.config import JobConfig
+from trainer.device import DeviceError
 
 log = logging.getLogger("ganscope.worker")
 
@@ -101,9 +102,9 @@ class Worker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.terminating = threading.Event()
         self._current: JobState | None = None
+        self.device = resolve_device(opts.device)
         self.client = Client(opts.server, Path(opts.spool), token=opts.token, on_action=self._on_ingest_action,
                              flush_seconds=0.5)
-        self.device = resolve_device(opts.device)
         # torch and the trainer load now (seconds), not between claiming a job and heart-beating for it.
         from trainer.loop import train
 
@@ -135,7 +136,7 @@ class Worker:
                     job = self.claim()
                 except ServerUnavailable as exc:
                     if not server_down:
-                        log.warning("worker %s: cannot claim, server unavailable (%s); retrying", self.worker_id, exc)
+                        log.warning("worker %s: cannot claim (%s); retrying", self.worker_id, exc)
                     server_down = True
                     self.terminating.wait(max(self.opts.poll, 1.0))
                     continue
@@ -266,8 +267,10 @@ class Worker:
         if self.terminating.is_set():
             log.warning("worker %s: second signal: exiting now (spool kept on disk)", self.worker_id)
             os._exit(1)
-        log.info("worker %s: %s: handing back the current job, then exiting", self.worker_id,
-                 signal.Signals(signum).name)
+        state = self._current
+        doing = ("idle" if state is None else f"handing run {state.run_id} back" if state.finish_seq is None
+                 else f"delivering the final status of run {state.run_id}")
+        log.info("worker %s: %s: %s, then exiting", self.worker_id, signal.Signals(signum).name, doing)
         self.terminating.set()
 
 
@@ -305,7 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stdout, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per state change, not per request
-    worker = Worker(opts)
+    try:
+        worker = Worker(opts)
+    except (DeviceError, SpoolBusy) as exc:  # operator errors: one clear line, no traceback
+        print(f"ganscope worker: {exc}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, worker.on_signal)
     signal.signal(signal.SIGINT, worker.on_signal)
     return worker.run()

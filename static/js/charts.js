@@ -123,7 +123,18 @@
   class Chart {
     constructor(spec, div, ctx) {
       this.spec = spec; this.div = div; this.ctx = ctx; this.names = []; this.zoom = null; this.alerts = [];
-      this.lastStep = {}; this.silent = false;
+      this.lastStep = {}; this.silent = false; this.visible = true; this.stale = false;
+    }
+    // Charts scrolled out of view keep their data but skip drawing until they come back: a live run
+    // with a dozen charts would otherwise keep the browser's main thread busy redrawing unseen SVG.
+    observe() {
+      if (!window.IntersectionObserver) return;
+      new IntersectionObserver((entries) => {
+        for (const e of entries) {
+          this.visible = e.isIntersecting;
+          if (this.visible && this.stale) { this.stale = false; this.draw(); }
+        }
+      }, { rootMargin: "150px" }).observe(this.div);
     }
     hook() {
       this.div.on("plotly_relayout", (ev) => {
@@ -157,6 +168,7 @@
     setAlerts(alerts) {
       this.alerts = alerts;
       if (!this.drawn) return Promise.resolve();
+      if (!this.visible) { this.stale = true; return Promise.resolve(); }
       this.silent = true;
       return Plotly.relayout(this.div, this.decor()).finally(() => { this.silent = false; });
     }
@@ -220,7 +232,7 @@
         await (this.drawn ? Plotly.react(this.div, this.traces(), this.layout(), CONFIG)
           : Plotly.newPlot(this.div, this.traces(), this.layout(), CONFIG));
       } finally { this.silent = false; }
-      if (!this.drawn) { this.drawn = true; this.hook(); }
+      if (!this.drawn) { this.drawn = true; this.hook(); this.observe(); }
     }
     // Points per series in the overview; a zoomed range always gets the full MAX_POINTS.
     get budget() { return this.zoom ? GS.MAX_POINTS : this.spec.points || GS.MAX_POINTS; }
@@ -257,6 +269,7 @@
         xs.push(x); ys.push(y); idx.push(i + 1);
       });
       if (!idx.length || !this.drawn) return top;
+      if (!this.visible) { this.stale = true; return top; }
       if (this.bad.x.length > badBefore) {
         Plotly.restyle(this.div, { showlegend: true, text: [this.bad.text.slice()] }, [0]);
         xs.push(this.bad.x.slice(badBefore)); ys.push(this.bad.y.slice(badBefore)); idx.push(0);
@@ -324,7 +337,7 @@
     async draw() {
       this.silent = true;
       try { await Plotly.react(this.div, this.traces(), this.layout(), CONFIG); } finally { this.silent = false; }
-      if (!this.drawn) { this.drawn = true; this.hook(); }
+      if (!this.drawn) { this.drawn = true; this.hook(); this.observe(); }
     }
     async reload() {
       this.setSeries(await GS.fetchMetrics(this.ctx.runId, this.names, this.fetchOpts(HEAT_POINTS)));
@@ -347,7 +360,7 @@
         src.steps.forEach((st, k) => { if (st > last) { s.steps.push(st); s.values.push(src.values[k]); } });
         if (s.steps.length) { this.lastStep[n] = s.steps[s.steps.length - 1]; top = Math.max(top ?? -Infinity, this.lastStep[n]); }
       }
-      if (top !== null) this.redrawSoon();
+      if (top !== null) { if (this.visible) this.redrawSoon(); else this.stale = true; }
       return top;
     }
     redrawSoon() {

@@ -190,9 +190,10 @@
     noteDrawn(top ?? (fresh.length ? summary && summary.step : null));
   };
 
-  // Events that arrive faster than the browser draws are merged: at most one extend per chart per frame.
+  // Events that arrive faster than the browser draws are merged: one extend per chart per flush, and
+  // flushes spaced by twice what the last one cost, so a slow machine draws less often, not later and later.
   let pending = [];
-  let chain = Promise.resolve();
+  let flushing = false, timer = null, lastCost = 0, lastEnd = 0;
   const merge = (list) => {
     const out = {};
     for (const m of list) for (const [n, s] of Object.entries(m || {})) {
@@ -201,15 +202,26 @@
     }
     return out;
   };
-  const flush = () => {
+  const scheduleFlush = () => {
+    if (timer || flushing) return;
+    const gap = Math.min(1000, Math.max(0, 2 * lastCost - (performance.now() - lastEnd)));
+    timer = setTimeout(() => { timer = null; requestAnimationFrame(runFlush); }, gap);
+  };
+  const runFlush = async () => {
+    flushing = true;
+    const t0 = performance.now();
     const batch = merge(pending);
     pending = [];
-    chain = chain.then(() => applyMetrics(batch)).catch((e) => console.error("live", e));
+    try { await applyMetrics(batch); } catch (e) { console.error("live", e); }
+    lastEnd = performance.now();
+    lastCost = lastEnd - t0;
+    flushing = false;
+    if (pending.length) scheduleFlush();
   };
   const onMetrics = (ev) => {
     if (!loaded) { buffer.push(ev.metrics); return; }
-    if (!pending.length) requestAnimationFrame(flush);
     pending.push(ev.metrics);
+    scheduleFlush();
   };
 
   const loadSummary = async () => {

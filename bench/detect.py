@@ -1,0 +1,196 @@
+"""Detector benchmark: recall, false alarms and detection delay over a labelled corpus of real runs.
+
+The corpus is tests/scenarios.py's QUICK set run over several seeds, plus longer and extra
+recipes on both architectures (toy MLPs and 16–32px DCGANs on `shapes`). Every run trains
+in-process; each metrics flush is judged by the detector engine exactly as ingest would.
+
+Prints per signature: recall (provoked runs flagged with that id), the median / max delay from
+the symptom's onset in the raw metrics to the alert; then false alarms on healthy runs, the
+detectors' cost, and — with --ingest — the server's ingest CPU with detectors on against off.
+Last line: `recall <r> false_alarms <n> delay_p95 <steps>`.
+
+Usage: python -m bench.detect [--seeds 0,1] [--quick-only] [--ingest] [--max-minutes M]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.scenarios import D_WINS, IMG, QUICK, TOY, Outcome, Scenario, collapsed, g_grad_gone, grad_over_100  # noqa: E402
+from tests.scenarios import healthy, loss_spikes, run, start  # noqa: E402
+
+# Longer runs and recipes beyond the quick corpus (each measured; see tests/scenarios.py for the rest).
+EXTRA: tuple[Scenario, ...] = (
+    healthy("ring8_h64", {**TOY, "dataset": "ring8", "toy_hidden": 64, "steps": 800}, "wider MLPs"),
+    healthy("ring8_fast_lr", {**TOY, "dataset": "ring8", "lr_d": 2e-3, "lr_g": 2e-3, "steps": 600}, "lr 2e-3 both"),
+    healthy("gauss1d_healthy", {**TOY, "dataset": "gauss1d", "toy_hidden": 16, "steps": 600}, "one Gaussian"),
+    healthy("shapes_w16", {**IMG, "ngf": 16, "ndf": 16, "steps": 300}, "wider DCGAN"),
+    healthy("shapes_32px", {**IMG, "image_size": 32, "steps": 200}, "32px DCGAN"),
+    healthy("shapes_smooth", {**IMG, "label_smoothing": 0.9, "steps": 300}, "one-sided label smoothing 0.9"),
+    healthy("shapes_fast_lr", {**IMG, "lr_d": 2e-3, "lr_g": 2e-3, "steps": 300}, "lr 2e-3 both"),
+    Scenario("ring8_late_instability", {**TOY, "dataset": "ring8", "steps": 1500}, ("oscillation",), loss_spikes,
+             "DCGAN defaults on the ring: stable for ~1000 steps, then D's loss spikes by nats — the seed "
+             "write-up's late instability"),
+    Scenario("shapes_init_1_long", {**IMG, "init_std": 1.0, "steps": 300}, ("poor_init", "oscillation"), start,
+             "N(0, 1) with batch norm: D's loss swings between 1 and 10"),
+    Scenario("ring8_minimax_d_wins", {**TOY, "dataset": "ring8", **D_WINS, "lr_g": 2e-4, "loss": "minimax",
+                                      "steps": 150}, ("vanishing_g_grad", "d_overpowering"), g_grad_gone,
+             "minimax loss against a winning D"),
+    Scenario("ring8_dead_g", {**TOY, "dataset": "ring8", "lr_d": 1.0, "lr_g": 1.0, "steps": 200},
+             ("vanishing_g_grad", "exploding_grad"), g_grad_gone,
+             "lr 1.0: G's ReLUs die (first-layer gradient exactly 0) while D's gradients explode"),
+    Scenario("shapes_saturated_tanh", {**IMG, "image_size": 32, "batch_norm": False, "init_std": 10.0,
+                                       "lr_d": 1.0, "lr_g": 1.0, "steps": 100},
+             ("vanishing_g_grad", "poor_init"), g_grad_gone,
+             "no batch norm and N(0, 10): G's tanh saturates, no gradient reaches G"),
+    Scenario("shapes_nobn_init_1", {**IMG, "batch_norm": False, "init_std": 1.0, "steps": 80},
+             ("exploding_grad", "poor_init"), grad_over_100, "no batch norm and N(0, 1): G's norms in the 1e3s"),
+    Scenario("grid25_g_stuck", {**TOY, "dataset": "grid25", **D_WINS, "steps": 350}, ("mode_collapse",),
+             collapsed(25), "D wins on the grid: G never leaves the central mode (1 of 25, quality 1.0)"),
+    Scenario("ring8_frozen_d", {**TOY, "dataset": "ring8", "lr_d": 1e-7, "steps": 120}, ("d_not_learning",), start,
+             "lr_d 1e-7"),
+    Scenario("shapes_tiny_d", {**IMG, "ngf": 32, "ndf": 2, "steps": 60}, ("capacity_imbalance",), start,
+             "D with ndf 2 (299 parameters) against G with ngf 32"),
+)
+
+
+def corpus(seeds: list[int], quick_only: bool) -> list[tuple[Scenario, int]]:
+    jobs = [(sc, s) for s in seeds for sc in QUICK]
+    if not quick_only:
+        jobs += [(sc, seeds[0]) for sc in EXTRA]
+    return jobs
+
+
+def report(outcomes: list[Outcome]) -> tuple[float, int, float]:
+    flagged: dict[str, list[bool]] = defaultdict(list)
+    delays: dict[str, list[int]] = defaultdict(list)
+    not_provoked: list[str] = []
+    missed: list[str] = []
+    for o in outcomes:
+        tag = f"{o.scenario.name}/seed{o.seed}"
+        for sig in o.scenario.expect:
+            if o.onset is None and sig not in o.fired:
+                not_provoked.append(f"{tag}:{sig}")  # the recipe did not produce the symptom this time
+                continue
+            ok = sig in o.fired
+            flagged[sig].append(ok)
+            if ok and o.delay(sig) is not None:
+                delays[sig].append(o.delay(sig))
+            elif not ok:
+                missed.append(f"{tag}:{sig} (flagged {sorted(o.fired)})")
+    print(f"\n{'signature':20s} {'recall':>9s} {'delay med':>10s} {'delay max':>10s}")
+    for sig in sorted(flagged):
+        d = delays[sig]
+        print(f"{sig:20s} {sum(flagged[sig]):3d}/{len(flagged[sig]):<5d} "
+              f"{(f'{np.median(d):.0f}' if d else '-'):>10s} {(f'{max(d)}' if d else '-'):>10s}")
+    healthy_runs = [o for o in outcomes if not o.scenario.expect]
+    alarms = [(f"{o.scenario.name}/seed{o.seed}", o.fired) for o in healthy_runs if o.fired]
+    print(f"\nhealthy runs: {len(healthy_runs)}, with any warning or failure: {len(alarms)}")
+    for tag, fired in alarms:
+        print(f"  false alarm {tag}: {fired}")
+    for m in missed:
+        print(f"  missed {m}")
+    for n in not_provoked:
+        print(f"  not provoked (excluded from recall) {n}")
+    total = [x for v in flagged.values() for x in v]
+    recall = sum(total) / len(total) if total else 0.0
+    all_delays = [x for v in delays.values() for x in v]
+    p95 = float(np.percentile(all_delays, 95)) if all_delays else float("nan")
+    return recall, len(alarms), p95
+
+
+def ingest_overhead(repeat: int = 3) -> None:
+    """Server CPU for ingesting a real run's flushes, detectors on against off (bench/ingest.py's measure)."""
+    import httpx
+    import orjson
+
+    from bench.ingest import proc_cpu_s
+    from tests.harness import start_server
+    from tests.scenarios import DetectingSink
+    from trainer.loop import train
+
+    sc = next(s for s in QUICK if s.name == "shapes_healthy")
+    cfg = sc.job()
+    flushes: list[dict] = []
+
+    class Recorder(DetectingSink):
+        def on_metrics(self, series):  # noqa: ANN001
+            flushes.append(series)
+            super().on_metrics(series)
+
+    with tempfile.TemporaryDirectory() as wd:
+        train(cfg, Recorder(config=cfg.model_dump(mode="json")), wd)
+    span = cfg.steps
+    bodies = [orjson.dumps({"series": {n: {"steps": [s + k * span for s in st], "values": v}
+                                       for n, (st, v) in f.items()}})
+              for k in range(20) for f in flushes]  # the run's stream 20 times over, steps continuing
+    points = sum(len(st) for f in flushes for st, _ in f.values()) * 20
+    cpu = {}
+    for mode in ("off", "on"):
+        with tempfile.TemporaryDirectory() as home:
+            server = start_server(Path(home), GANSCOPE_DETECTORS=mode)
+            try:
+                best = float("inf")
+                with httpx.Client(base_url=server.url, timeout=60) as c:
+                    for k in range(repeat):
+                        run_id = c.post("/api/runs", json={"name": f"d-{mode}-{k}", "config": sc.config}).json()["id"]
+                        before = proc_cpu_s(server.proc.pid)
+                        for body in bodies:
+                            r = c.post(f"/api/runs/{run_id}/metrics", content=body,
+                                       headers={"content-type": "application/json"})
+                            r.raise_for_status()
+                        best = min(best, proc_cpu_s(server.proc.pid) - before)
+                cpu[mode] = best
+            finally:
+                server.stop()
+    over = (cpu["on"] - cpu["off"]) / cpu["off"] * 100 if cpu["off"] else float("nan")
+    print(f"\ningest of a real run's stream ({len(bodies)} batches, {points:,} points), server CPU: "
+          f"detectors off {cpu['off']:.2f}s, on {cpu['on']:.2f}s — overhead {over:+.1f}%")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", default="0,1", help="seeds of the quick corpus (extras run with the first)")
+    ap.add_argument("--quick-only", action="store_true", help="only tests/scenarios.py's QUICK recipes")
+    ap.add_argument("--ingest", action="store_true", help="also measure ingest CPU with detectors on vs off")
+    ap.add_argument("--max-minutes", type=float, default=10.0, help="stop starting runs after this long")
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    jobs = corpus(seeds, args.quick_only)
+    t0 = time.perf_counter()
+    outcomes: list[Outcome] = []
+    print(f"{len(jobs)} runs; name/seed: flagged signature@step (onset), seconds", flush=True)
+    for sc, seed in jobs:
+        if time.perf_counter() - t0 > args.max_minutes * 60:
+            print(f"time budget of {args.max_minutes} min spent: {len(jobs) - len(outcomes)} runs not started")
+            break
+        o = run(sc, seed)
+        outcomes.append(o)
+        fired = " ".join(f"{k}@{v}" for k, v in sorted(o.fired.items(), key=lambda kv: kv[1])) or "-"
+        mark = "healthy" if not sc.expect else "expect " + ",".join(sc.expect)
+        print(f"  {sc.name}/seed{seed} [{mark}] onset {o.onset}: {fired}  {o.seconds:.1f}s", flush=True)
+    judge = sum(o.judge_s for o in outcomes)
+    trained = sum(o.seconds for o in outcomes)
+    recall, alarms, p95 = report(outcomes)
+    print(f"\ndetectors judged every flush in {judge:.2f}s of {trained:.0f}s training "
+          f"({100 * judge / max(trained, 1e-9):.2f}%); wall {time.perf_counter() - t0:.0f}s")
+    if args.ingest:
+        ingest_overhead()
+    print(f"recall {recall:.3f} false_alarms {alarms} delay_p95 {p95:.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""What the rules share: windows of metrics, the run's context, findings, and the persistence test.
+
+A window is {name: (steps int64, values float64)} with increasing steps. `held` is the one
+persistence test every rule uses: a condition must hold at `hold_frac` of the points of the
+last `window` steps — a transient dip is not a failure.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from server.detectors import arch as arch_mod
+from server.detectors.catalog import TOY_MODES
+
+Series = tuple[np.ndarray, np.ndarray]  # (steps int64, values float64), increasing steps
+Window = Mapping[str, Series]
+MIN_POINTS = 3  # fewer points than this never make a verdict
+
+
+@dataclass
+class Context:
+    """What the rules need from a run's config (server/detectors must not depend on the trainer)."""
+
+    label_smoothing: float = 1.0
+    loss: str = "nonsaturating"
+    init: str = "normal"
+    init_std: float = 0.02
+    n_modes: int | None = None  # toy mixtures: mode count; None for images and poisson1d
+    is_toy: bool = False
+    arch: dict[str, dict[str, arch_mod.Layer]] | None = None  # layer sizes of the trainer's nets
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | None) -> "Context":
+        cfg = cfg or {}
+        ds = str(cfg.get("dataset", "shapes"))
+        return cls(label_smoothing=float(cfg.get("label_smoothing", 1.0)), loss=str(cfg.get("loss", "nonsaturating")),
+                   init=str(cfg.get("init", "normal")),
+                   init_std=float(cfg.get("init_std", 0.02)), n_modes=TOY_MODES.get(ds),
+                   is_toy=ds in TOY_MODES or ds == "poisson1d", arch=arch_mod.layers(cfg))
+
+
+@dataclass
+class Finding:
+    signature: str
+    first_step: int  # onset: where the condition started to hold (the dashboard shades first..last)
+    last_step: int
+    message: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    severity: str | None = None  # None: the catalog's severity
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+_NOT_WEIGHT_LAYER = re.compile(r"(^|[._])(bn|norm|mbd|pool)", re.IGNORECASE)
+
+
+def layer_names(window: Window, prefix: str) -> list[str]:
+    """Metric names under `prefix` in natural order (a layer index in the name orders layers)."""
+    def key(name: str) -> list[Any]:
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name[len(prefix):])]
+    return sorted((n for n in window if n.startswith(prefix) and window[n][0].size), key=key)
+
+
+def weight_layers(window: Window, kind: str, net: str, ctx: "Context") -> list[str]:
+    """`kind/net/<layer>` names of the conv/linear layers in forward order, first to last.
+
+    With the trainer's architecture known (arch.py) its order is used; otherwise (SDK runs) the
+    natural order of the names, leaving out normalisation and minibatch-discrimination layers.
+    """
+    prefix = f"{kind}/{net}/"
+    if ctx.arch is not None and net in ctx.arch:
+        names = [prefix + n for n, L in ctx.arch[net].items() if L.kind in ("conv", "fc")]
+        names = [n for n in names if get(window, n) is not None]
+        if names:
+            return names
+    return [n for n in layer_names(window, prefix) if not _NOT_WEIGHT_LAYER.search(n[len(prefix):])]
+
+
+def get(window: Window, name: str) -> Series | None:
+    s = window.get(name)
+    return s if s is not None and s[0].size else None
+
+
+def align(*series: Series) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Restrict several series to their common steps."""
+    steps = series[0][0]
+    # Fast path: series logged together (one probe row per step) share their steps exactly.
+    if all(s is steps or (s.size == steps.size and np.array_equal(s, steps)) for s, _ in series[1:]):
+        return steps, [v for _, v in series]
+    for s, _ in series[1:]:
+        steps = np.intersect1d(steps, s, assume_unique=True)
+    return steps, [v[np.searchsorted(s, steps)] for s, v in series]
+
+
+def early_level(early: Window, name: str, early_steps: float) -> float | None:
+    """Median of the finite values of `name` over the run's first `early_steps` steps."""
+    s = get(early, name)
+    if s is None:
+        return None
+    steps, v = s
+    v = v[(steps < steps[0] + early_steps) & np.isfinite(v)]
+    return float(np.median(v)) if v.size else None
+
+
+def held(steps: np.ndarray, cond: np.ndarray, window: float, hold_frac: float,
+         min_points: int = MIN_POINTS) -> tuple[bool, int, float]:
+    """Did `cond` hold at >= hold_frac of the points of the last `window` steps (window covered)?
+
+    Returns (held, onset step, fraction in window). The onset is the earliest step from which the
+    condition held at >= hold_frac of the points up to now: where the dashboard starts the shaded span.
+    """
+    if steps.size < min_points:
+        return False, -1, 0.0
+    end = int(steps[-1])
+    in_win = steps > end - window
+    n = int(in_win.sum())
+    if n < min_points or (end - int(steps[in_win][0]) + 1) < 0.8 * window:
+        return False, -1, 0.0  # too few points, or not enough of the window seen yet
+    frac = float(cond[in_win].mean())
+    if frac < hold_frac:
+        return False, -1, frac
+    rc = cond[::-1]
+    share = np.cumsum(rc) / np.arange(1, rc.size + 1)
+    ok = np.flatnonzero((share >= hold_frac) & rc)
+    onset = int(steps[::-1][ok[-1]]) if ok.size else int(steps[in_win][0])
+    return True, onset, frac
+
+
+def stat(v: np.ndarray) -> dict[str, float]:
+    f = v[np.isfinite(v)]
+    if not f.size:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan")}
+    return {"median": float(np.median(f)), "min": float(f.min()), "max": float(f.max())}
+
+
+def tail(steps: np.ndarray, v: np.ndarray, end: int, window: float) -> np.ndarray:
+    return v[steps > end - window]
+
+
+def bce_floor(label_smoothing: float) -> float:
+    """Smallest D loss reachable with a one-sided real target s: the entropy of Bernoulli(s)."""
+    s = min(max(label_smoothing, 1e-12), 1.0)
+    return 0.0 if s >= 1.0 else -(s * math.log(s) + (1 - s) * math.log(1 - s))
