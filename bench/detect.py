@@ -171,6 +171,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     jobs = corpus(seeds, args.quick_only)
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     outcomes: list[Outcome] = []
     print(f"{len(jobs)} runs; name/seed: flagged signature@step (onset), seconds", flush=True)
     for sc, seed in jobs:
@@ -186,7 +187,8 @@ def main() -> None:
     trained = sum(o.seconds for o in outcomes)
     recall, alarms, p95 = report(outcomes)
     print(f"\ndetectors judged every flush in {judge:.2f}s of {trained:.0f}s training "
-          f"({100 * judge / max(trained, 1e-9):.2f}%); wall {time.perf_counter() - t0:.0f}s")
+          f"({100 * judge / max(trained, 1e-9):.2f}%); wall {time.perf_counter() - t0:.0f}s, "
+          f"CPU {time.process_time() - cpu0:.0f}s")
     if args.ingest:
         ingest_overhead()
     print(f"recall {recall:.3f} false_alarms {alarms} delay_p95 {p95:.0f}")

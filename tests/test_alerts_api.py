@@ -6,8 +6,11 @@ detectors run inside the server on every ingested batch.
 
 from __future__ import annotations
 
+import json
 import math
+import threading
 
+import httpx
 
 from tests.harness import start_server, wait_for
 from trainer.config import JobConfig
@@ -140,3 +143,34 @@ def test_real_worker_is_stopped_by_a_failing_signature(server, spawn_worker):
         assert any(a["signature"] == "nonfinite" for a in alerts(c, run_id))
         metrics = c.get(f"/api/runs/{run_id}/metrics", params={"names": "grad/g/fc1"}).json()["metrics"]
         assert any(v is None for v in metrics["grad/g/fc1"]["values"])  # the evidence is in the stored series
+
+
+def test_alert_and_status_events_reach_the_live_stream(server):
+    with server.client() as c:
+        run_id = c.post("/api/runs", json={"name": "live", "config": {"dataset": "ring8"}}).json()["id"]
+    events: list[tuple[str, dict]] = []
+    ready = threading.Event()
+
+    def listen() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as sc, sc.stream("GET", f"/api/runs/{run_id}/stream") as r:
+            event = None
+            for line in r.iter_lines():
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and event:
+                    events.append((event, json.loads(line.split(":", 1)[1])))
+                    if event == "ready":
+                        ready.set()
+                    if event == "status" and any(e == "alert" for e, _ in events):
+                        return
+
+    th = threading.Thread(target=listen, daemon=True)
+    th.start()
+    assert ready.wait(20)
+    with server.client() as c:
+        post_metrics(c, run_id, batch(1, 11, loss__d=lambda s: "inf" if s == 7 else 1.0))
+    th.join(20)
+    alert = next(d for e, d in events if e == "alert")
+    status = next(d for e, d in events if e == "status")
+    assert alert["run_id"] == run_id and alert["signature"] == "nonfinite" and alert["first_step"] == 7
+    assert status["id"] == run_id and status["health"] == "failing"

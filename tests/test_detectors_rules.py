@@ -221,7 +221,8 @@ def test_poor_init_against_the_config_and_dcgan():
 
 def test_capacity_imbalance_from_params_or_architecture():
     pts = {"loss/d": series(np.ones(5))}
-    assert judge("capacity_imbalance", {**pts, "params/g": series([1e3]), "params/d": series([1e6])}) is not None
+    logged = {**pts, "model/params_g": series([1e3], start=0), "model/params_d": series([1e6], start=0)}
+    assert judge("capacity_imbalance", logged).evidence["observed"]["ratio"]["value"] == pytest.approx(1e-3)
     assert judge("capacity_imbalance", pts, cfg={"image_size": 16, "ngf": 1, "ndf": 64}) is not None
     assert judge("capacity_imbalance", pts, cfg={"image_size": 16, "ngf": 8, "ndf": 8}) is None
 

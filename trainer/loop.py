@@ -37,7 +37,7 @@ from trainer import checkpoint as ckpt_io
 from trainer.config import JobConfig
 from trainer.data import DataSource, DatasetError, build_data
 from trainer.device import amp_enabled, autocast, memory_format, resolve_device
-from trainer.models import NamedNet, build_models, z_shape
+from trainer.models import build_models, parameter_count, z_shape
 from trainer.probes import LayerProbe, MetricBuffer, diversity
 from trainer.samples import GRID_N, checkpoint_figures, generate, images_png
 from trainer.sink import Sink
@@ -47,7 +47,7 @@ Status = Literal["succeeded", "cancelled", "stopped", "handback"]
 _CONTROL_STATUS: dict[str, Status] = {"cancel": "cancelled", "stop": "stopped", "handback": "handback"}
 CONTROL_POLL_S = 0.5
 KEEP_CHECKPOINTS = 3
-TOY_EVAL_N = 1024
+TOY_EVAL_N = 2500  # as VEEGAN and PacGAN score mixtures
 # Offsets of the per-purpose generators from the run seed, so streams never overlap.
 _NOISE_SALT, _FIXED_Z_SALT, _EVAL_SALT = 1, 2, 3
 
@@ -311,6 +311,10 @@ class Trainer:
         if action is not None:
             return self._stop(action)
         if st.step == 0:
+            if self.probes:
+                # Sizes let a detector judge the G/D capacity balance without building the nets.
+                self.buffer.record_host("model/params_g", 0, parameter_count(st.g))
+                self.buffer.record_host("model/params_d", 0, parameter_count(st.d))
             self._periodic_outputs(force=True)
         self.window.reset()
         while st.step < self.total:

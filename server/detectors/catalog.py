@@ -205,10 +205,11 @@ SIGNATURES: tuple[Signature, ...] = (
              "no spike)",
         severity="warning", persistence="measured over a 200-step window",
         thresholds=(
-            T("spread_min", 1.5, "Healthy runs measured swing by at most ~1.4 nats (G's loss of a 16px DCGAN at "
-              "batch 16); the late instability of ring8 swings by 2–5."),
+            T("spread_min", 1.5, "Healthy runs measured swing by up to 1.4 nats (G's loss of a 16px DCGAN at batch "
+              "16), rarely 2 as ring8 nears its late instability; once unstable it swings by 2–5."),
             T("spike_nats", 0.5, "A spike is half a nat above the local level: far beyond batch-to-batch noise."),
-            T("spike_frac", 0.04, "Spikes recur (over 4% of steps), not one bad batch; healthy runs measured ≤ 2%."),
+            T("spike_frac", 0.04, "Spikes recur (over 4% of steps), not one bad batch; healthy runs measured ≤ 2.5%, "
+              "oscillating ones 6–18%."),
             T("warmup_steps", 50, "D's first steps take its loss from 2·ln 2 down steeply; that is not oscillation."),
             T("window", 200, "Cycles take tens of steps; a window of 200 sees several of them."),
         ),
@@ -232,7 +233,7 @@ SIGNATURES: tuple[Signature, ...] = (
               "~70 steps in every healthy run measured, a stuck one never does."),
             T("pred_gap", 0.005, "D(x) − D(G(z)) is the margin by which D tells real from fake; below 0.005 it "
               "tells nothing."),
-            T("flat_iqr", 0.002, "A live D's loss jitters from batch to batch (IQR ≥ 0.005 over 80 steps even "
+            T("flat_iqr", 0.002, "A live D's loss jitters from batch to batch (IQR ≥ 0.0048 over 80 steps even "
               "when still near chance in the measured healthy runs); a frozen one varies by < 0.0002. This keeps "
               "a converged run, where D is at chance but alive, out of this signature."),
             T("update_max", 1e-5, "Adam moves each weight by about lr per step, so a learning D's "
@@ -254,8 +255,9 @@ SIGNATURES: tuple[Signature, ...] = (
         id="poor_init", title="Poor initialisation",
         meaning="The weights' spread at the start is far from what the config intends, or (normal init) far "
                 "from DCGAN's N(0, 0.02): the seed write-up saw xavier and N(0, 0.2) fail where 0.02 worked.",
-        rule="at the first logged step, the median per-layer weight std (weight/<net>/<layer>) of G or D is "
-             "more than `factor` × away from the config's init_std (init 'normal'), or from 0.02",
+        rule="at the first logged step (within `first_steps`), the median over conv/linear layers of the weight "
+             "std — weight/<net>/<layer> (an L2 norm) ÷ √(weights in the layer) — of G or D is more than `factor` × "
+             "away from the config's init_std (init 'normal'), or from 0.02",
         severity="warning", persistence="none: judged once on the first steps' weights",
         thresholds=(
             T("factor", 4.0, "Batch statistics and the first Adam steps move the measured std by a few percent; "
@@ -274,8 +276,8 @@ SIGNATURES: tuple[Signature, ...] = (
         id="capacity_imbalance", title="Capacity imbalance",
         meaning="One net is starved of parameters: the weaker side cannot keep up and the game tips "
                 "(a tiny G against a big D loses; a tiny D cannot guide G).",
-        rule="G/D parameter ratio (params/g ÷ params/d, logged at step 0, else estimated from ngf/ndf) "
-             "below `ratio_min` or above `ratio_max`",
+        rule="G/D parameter ratio (model/params_g ÷ model/params_d, logged at step 0; else counted from the "
+             "config's architecture) below `ratio_min` or above `ratio_max`",
         severity="warning", persistence="none: a fact of the config, judged at the start",
         thresholds=(
             T("ratio_min", 0.05, "The seed write-up reports a ratio around 0.5 working; a tenth of that "
@@ -283,10 +285,10 @@ SIGNATURES: tuple[Signature, ...] = (
             T("ratio_max", 20.0, "DCGAN at equal widths measures 1.3 at 64px but up to 10 at 16px, where G's "
               "first layer projecting z (nz = 100) dominates; twice that is a starved D, not the architecture."),
         ),
-        remedy_text="Balance the nets: equal layer counts and widths of the same order (DCGAN uses ngf = ndf = 64), "
-                    "keeping the G/D parameter ratio near 0.5–2.",
+        remedy_text="Balance the nets: equal layer counts (the trainer's are by construction) and equal widths, "
+                    "as DCGAN uses (ngf = ndf = 64).",
         remedy_config={"ngf": 64, "ndf": 64},
-        sources=("seeds", "dcgan"), metrics=("params/g", "params/d"),
+        sources=("seeds", "dcgan"), metrics=("model/params_g", "model/params_d"),
     ),
 )
 

@@ -6,7 +6,7 @@ same batches {name: (steps, values)} and get back the alert changes to persist.
 
 Windows stay in memory: the trailing KEEP_STEPS steps of every metric plus the run's
 first EARLY_STEPS steps (baselines for "against its own early level" and step-0 weights).
-After a server restart the hook rebuilds both from the store (`seed`).
+After a server restart the hook rebuilds both from the store (`add`, then judging resumes).
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ class Engine:
     An evicted run that ingests again is rebuilt from the store, as after a restart.
     """
 
-    def __init__(self, capacity: int = 256) -> None:
+    def __init__(self, capacity: int = 64) -> None:
         self._runs: OrderedDict[int, RunDetector] = OrderedDict()
         self._lock = threading.Lock()
         self.capacity = capacity

@@ -177,11 +177,13 @@ def poor_init(recent: Window, early: Window, th: dict[str, float], ctx: Context)
 
 
 def capacity_imbalance(recent: Window, early: Window, th: dict[str, float], ctx: Context) -> Finding | None:
-    """G/D parameter ratio far from balanced (params/g and params/d if logged, else the trainer's nets)."""
-    pg, pd = get(early, "params/g"), get(early, "params/d")
+    """G/D parameter ratio far from balanced (model/params_g ÷ model/params_d if logged, else the trainer's nets)."""
+    # The trainer logs model/params_g and model/params_d at step 0; params/g, params/d are accepted too (SDK).
+    pg = get(early, "model/params_g") or get(early, "params/g")
+    pd = get(early, "model/params_d") or get(early, "params/d")
     if pg is not None and pd is not None:
         ng, nd = float(pg[1][0]), float(pd[1][0])
-        how = "params/g ÷ params/d"
+        how = "logged parameter counts"
     elif ctx.arch is not None and (recent or early):
         ng = float(sum(x.total for x in ctx.arch["g"].values()))
         nd = float(sum(x.total for x in ctx.arch["d"].values()))
@@ -196,7 +198,7 @@ def capacity_imbalance(recent: Window, early: Window, th: dict[str, float], ctx:
     return Finding("capacity_imbalance", step, step,
                    f"{weak} is starved: G has {ng:.3g} parameters against D's {nd:.3g} (ratio {ratio:.3g}, "
                    f"{how}); the seed write-up reports a ratio near 0.5 working",
-                   {"metrics": ["params/g", "params/d"], "window": [step, step],
+                   {"metrics": ["model/params_g", "model/params_d"], "window": [step, step],
                     "observed": {"ratio": {"value": ratio, "how": how, "params_g": ng, "params_d": nd,
                                            "range": [th["ratio_min"], th["ratio_max"]]}},
                     "thresholds": dict(th)})

@@ -103,6 +103,23 @@ GS.fmtDuration = (ms) => {
   return Math.floor(s / 3600) + "h " + Math.floor((s % 3600) / 60) + "m";
 };
 
+// Run fn at most once per ms (the last call is never lost); calls while fn runs coalesce into one more run.
+GS.throttle = (fn, ms) => {
+  let last = 0, timer = null, running = false, again = false;
+  const run = async () => {
+    timer = null; running = true;
+    try { await fn(); } catch (e) { console.error(e); } finally {
+      running = false; last = Date.now();
+      if (again) { again = false; call(); }
+    }
+  };
+  const call = () => {
+    if (running) { again = true; return; }
+    if (!timer) timer = setTimeout(run, Math.max(0, last + ms - Date.now()));
+  };
+  return call;
+};
+
 GS.ACTIVE = new Set(["queued", "running"]);
 
 // Natural order, so grad/d/10 sorts after grad/d/2 (layer order).

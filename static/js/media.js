@@ -95,7 +95,13 @@
       this.snap = body.snapshot;
       this.draw();
     }
-    onSnapshot(ev) { if (this.follow.checked) this.load(); else if (!this.steps.includes(ev.step)) this.steps.push(ev.step); }
+    // Toy runs snapshot often (every toy_every steps); a contour redraw each time would swamp the page.
+    onSnapshot(ev) {
+      if (!this.steps.includes(ev.step)) this.steps.push(ev.step);
+      if (!this.follow.checked) return;
+      if (!this.reloadLatest) this.reloadLatest = GS.throttle(() => this.load(), 2000);
+      this.reloadLatest();
+    }
     setModes(v) { this.modes = v; if (this.snap) this.title(); }
     title() {
       this.label.textContent = "step " + this.snap.step + (this.modes !== null && this.modes !== undefined ? " · modes covered " + GS.fmt(this.modes) : "");
