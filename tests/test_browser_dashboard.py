@@ -49,9 +49,15 @@ def ready(page, timeout: float = 60_000) -> None:
 
 
 def shot(page, name: str) -> Path:
+    """The whole page. The viewport is stretched to the page first: charts out of view skip live redraws
+    (run.js), so they must be in view, and get a moment to catch up, to be pictured as they are."""
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name
-    page.screenshot(path=str(path), full_page=True, timeout=120_000)
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": page.evaluate("document.documentElement.scrollHeight")})
+    page.wait_for_timeout(2500)
+    page.screenshot(path=str(path), timeout=120_000)
+    page.set_viewport_size(size)
     return path
 
 
@@ -90,7 +96,7 @@ def test_live_run_page_with_a_real_worker(server, spawn_worker, browser) -> None
         assert drawn_x == held
         page.wait_for_function("""() => { const i = document.getElementById('sample-img');
             return !i.hidden && i.complete && i.naturalWidth > 0 }""", timeout=60_000)
-        shutil.copy(shot(page, "run-page.png"), REPO / "docs" / "screenshot.png")
+        shot(page, "run-page.png")
 
         # Runs list: the row's progress moves while we watch.
         page.goto(server.url + "/")
@@ -140,6 +146,8 @@ def test_failing_toy_run_alert_on_page_and_chart_then_relaunch(server, spawn_wor
             return !document.getElementById('toy-panel').hidden && d.data && d.data.some(t => t.name === 'generated' && t.x.length > 0) }""",
                                timeout=60_000)
         assert page.evaluate("window.ganscope.charts.has('toy')")
+        # The README's picture: a failing run with its alert drawn on the charts.
+        shutil.copy(shot(page, "run-page-alert.png"), REPO / "docs" / "screenshot.png")
 
         # Relaunch with the remedy: the launch form opens with the run's config plus the fix, highlighted.
         remedy = alert["remedy"]["config"]
@@ -147,20 +155,24 @@ def test_failing_toy_run_alert_on_page_and_chart_then_relaunch(server, spawn_wor
         page.wait_for_url(re.compile(r"/launch\?"))
         for knob, value in remedy.items():
             assert "remedy" in (page.get_attribute(f"#knob-{knob}", "class") or "")
-            field = page.locator(f"#f-{knob}")
-            assert float(field.input_value()) == pytest.approx(value) if isinstance(value, float) else True
-        assert page.input_value("#f-dataset") == "ring8" and page.input_value("#f-d_steps") == "3"
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                assert float(page.input_value(f"#f-{knob}")) == pytest.approx(value), knob
+        assert page.input_value("#f-dataset") == "ring8" and page.input_value("#f-batch_size") == "64"
         page.click("#launch-form button[type=submit]")
         page.wait_for_url(re.compile(r"/runs/\d+$"))
         new_id = int(page.url.rsplit("/", 1)[1])
         assert new_id != run_id
         with server.client() as c:
+            old_cfg = c.get(f"/api/runs/{run_id}").json()["config"]
             cfg = c.get(f"/api/runs/{new_id}").json()["config"]
             c.post(f"/api/runs/{run_id}/cancel")
             c.post(f"/api/runs/{new_id}/cancel")
-        for knob, value in remedy.items():
-            assert cfg[knob] == pytest.approx(value)
-        assert cfg["dataset"] == "ring8" and cfg["d_steps"] == 3
+        # The relaunched job is the failing run's config with exactly the remedy's changes (and a new name).
+        expected = {**old_cfg, **remedy}
+        for knob in expected:
+            if knob != "name":
+                assert cfg[knob] == pytest.approx(expected[knob]), knob
+        assert cfg["name"] != old_cfg["name"] and "d_overpowering" in cfg["name"]
     assert not log.problems(), log.problems()
 
 

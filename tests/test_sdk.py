@@ -78,7 +78,7 @@ def test_script_logs_points_nan_and_images_then_succeeds(server, tmp_path: Path)
     img = c.get(samples[0]["url"])
     assert img.status_code == 200 and img.content.startswith(b"\x89PNG")
     # Drained spool folders are cleaned up: nothing left behind on the user's disk.
-    assert not any((tmp_path / "spool").glob("sdk-new-*/*.req"))
+    assert not list((tmp_path / "spool").glob("sdk-new-*"))
 
 
 def test_exception_in_script_marks_the_run_failed(server, tmp_path: Path) -> None:
@@ -134,3 +134,4 @@ def test_unreachable_server_is_reported_after_the_retry_budget(tmp_path: Path) -
                        text=True, timeout=120)
     assert "UNAVAILABLE" in p.stdout and "POST /api/runs" in p.stdout, p.stdout + p.stderr
     assert int(p.stdout.split()[1]) <= 5  # gave up after its budget, not hanging forever
+    assert not list(tmp_path.glob("sdk-new-*")), "no empty spool folder left behind"

@@ -50,13 +50,26 @@ def test_an_unknown_control_answer_is_an_error(tmp_path: Path) -> None:
         train(_img(steps=2), Odd(), tmp_path)
 
 
+class _Watching(MemorySink):
+    """Notes the last metric step the sink had when each checkpoint arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen_at_checkpoint: list[int] = []
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        self.seen_at_checkpoint.append(self.last_step())
+        super().on_checkpoint(step, path)
+
+
 def test_checkpoints_every_k_steps_and_at_the_end_keeping_the_newest(tmp_path: Path) -> None:
-    sink = MemorySink()
+    sink = _Watching()
     train(_img(steps=11, checkpoint_every=2), sink, tmp_path)
     assert [s for s, _ in sink.checkpoints] == [2, 4, 6, 8, 10, 11]
     on_disk = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt"))
     assert on_disk == [p.name for _, p in sink.checkpoints[-KEEP_CHECKPOINTS:]]
     # Metrics up to a checkpoint reach the sink before it: a crash after it loses no point.
+    assert sink.seen_at_checkpoint == [2, 4, 6, 8, 10, 11]
     ckpt = ckpt_io.load(sink.checkpoints[-1][1])
     assert set(ckpt) >= {"g", "d", "opt_g", "opt_d", "rng", "config", "fixed_z", "step"}
     assert ckpt["config"]["steps"] == 11

@@ -300,43 +300,53 @@ class Trainer:
         return TrainResult(status=_CONTROL_STATUS[action], step=self.state.step, reason=f"control: {action}")
 
     # --- the run -------------------------------------------------------------------------
-    def run(self, resume: Path | None = None) -> TrainResult:
-        cfg, st = self.cfg, self.state
+    def start(self, resume: Path | None = None) -> str | None:
+        """Restore a checkpoint, report the starting state; the sink's control answer (None: go on)."""
+        st = self.state
         if resume is not None:
             ckpt_io.restore(st, ckpt_io.load(Path(resume)))
             self._last_ckpt_step = st.step
         st.g.train()
         st.d.train()
         action = self.poll()
-        if action is not None:
-            return self._stop(action)
-        if st.step == 0:
+        if action is None and st.step == 0:
             if self.probes:
                 # Sizes let a detector judge the G/D capacity balance without building the nets.
                 self.buffer.record_host("model/params_g", 0, parameter_count(st.g))
                 self.buffer.record_host("model/params_d", 0, parameter_count(st.d))
             self._periodic_outputs(force=True)
         self.window.reset()
-        while st.step < self.total:
-            step = st.step + 1
-            self.train_step(step)
-            st.step = step
-            self.window.steps += 1
-            side_start = time.perf_counter()
-            self._periodic_outputs(force=step == self.total)
-            if step % cfg.checkpoint_every == 0 or step == self.total:
-                self.write_checkpoint()
-            self.window.side_s += time.perf_counter() - side_start
-            flushed = False
-            if step % cfg.flush_every == 0 or time.monotonic() - self._last_flush >= cfg.flush_seconds:
-                self.flush()
-                flushed = True
-            if flushed or time.monotonic() - self._last_poll >= CONTROL_POLL_S:
-                action = self.poll()
-                if action is not None:
-                    return self._stop(action)
+        return action
+
+    def advance(self) -> str | None:
+        """One step plus whatever falls due after it (samples, checkpoint, flush, control poll)."""
+        cfg, st = self.cfg, self.state
+        step = st.step + 1
+        self.train_step(step)
+        st.step = step
+        self.window.steps += 1
+        side_start = time.perf_counter()
+        self._periodic_outputs(force=step == self.total)
+        if step % cfg.checkpoint_every == 0 or step == self.total:
+            self.write_checkpoint()
+        # A checkpoint flushes (and restarts the timing window): count only side time inside this window.
+        self.window.side_s += time.perf_counter() - max(side_start, self.window.start)
+        flushed = False
+        if step % cfg.flush_every == 0 or time.monotonic() - self._last_flush >= cfg.flush_seconds:
+            self.flush()
+            flushed = True
+        if flushed or time.monotonic() - self._last_poll >= CONTROL_POLL_S:
+            return self.poll()
+        return None
+
+    def run(self, resume: Path | None = None) -> TrainResult:
+        action = self.start(resume)
+        while action is None and self.state.step < self.total:
+            action = self.advance()
+        if action is not None:
+            return self._stop(action)
         self.flush()
-        return TrainResult(status="succeeded", step=st.step)
+        return TrainResult(status="succeeded", step=self.state.step)
 
     def _periodic_outputs(self, force: bool) -> None:
         step = self.state.step

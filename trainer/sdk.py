@@ -56,9 +56,11 @@ class Run:
                                  retry_for=connect_for)
         except ServerUnavailable:
             self.client.close(0)
+            _remove_quietly(pending)  # nothing was logged: leave no empty spool behind
             raise
         if r.status_code != 201:
             self.client.close(0)
+            _remove_quietly(pending)
             raise RuntimeError(f"creating the run failed: HTTP {r.status_code}: {r.text[:500]}")
         self.info: dict[str, Any] = r.json()
         self.id: int = int(self.info["id"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -185,7 +186,7 @@ class Worker:
             cfg = JobConfig.model_validate(job["config"])
             if cfg.device != "cpu":  # the operator pins workers to devices; a job asking cpu gets cpu
                 cfg = cfg.model_copy(update={"device": self.device})
-            resume_path = self._fetch_checkpoint(run_id, rundir) if resume else None
+            resume_path = self._fetch_checkpoint(run_id, rundir, resume.get("url")) if resume else None
             kw: dict[str, Any] = {"data_root": Path(self.opts.data_root)} if self.opts.data_root else {}
             log.info("run %d: training on %s", run_id, cfg.device)
             result = self._train(cfg, WorkerSink(self.client, state, self), rundir, resume=resume_path, **kw)
@@ -218,9 +219,9 @@ class Worker:
     def _finish_pending(self) -> bool:
         return any(e.kind == "finish" for e in self.client.spool.entries())
 
-    def _fetch_checkpoint(self, run_id: int, rundir: Path) -> Path | None:
+    def _fetch_checkpoint(self, run_id: int, rundir: Path, url: str | None) -> Path | None:
         dest = rundir / "resume.ckpt"
-        r = self.client.download(f"/api/runs/{run_id}/checkpoints/latest", dest)
+        r = self.client.download(url or f"/api/runs/{run_id}/checkpoints/latest", dest)
         if r is None:
             log.warning("run %d: server has no checkpoint to resume from; starting at step 0", run_id)
             return None
@@ -297,7 +298,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="longest wait for the server to take spooled data after a job or at exit")
     p.add_argument("--worker-id", default=None)
     opts = p.parse_args(argv)
-    if opts.device != "auto" and not __import__("re").match(r"^(cpu|cuda(:\d+)?|mps)$", opts.device):
+    if opts.device != "auto" and not re.match(r"^(cpu|cuda(:\d+)?|mps)$", opts.device):
         p.error(f"--device must be auto, cpu, cuda or cuda:N, got {opts.device!r}")
     opts.spool = opts.spool or os.path.join(opts.workdir, "spool")
     return opts

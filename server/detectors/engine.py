@@ -27,6 +27,9 @@ TRIM_SLACK = 200  # the windows may hold up to this many steps more than KEEP_ST
 EARLY_STEPS = 100  # the run's first steps: early gradient levels, step-0 weights, parameter counts
 # Rules judged on the early window only: once it is complete their verdict cannot change.
 STATIC = ("poor_init", "capacity_imbalance")
+# Series the windowed rules read; of every other series (weights, G's updates, lr, perf...) the recent
+# window keeps only non-finite points, for the nonfinite rule — a third of the merging work.
+WATCHED = ("loss/", "pred/", "grad/", "update/d/", "sample/", "toy/")
 
 
 @dataclass
@@ -112,12 +115,17 @@ class RunDetector:
             self.origin = origin if origin is not None else min(int(s.min()) for s, _ in batch.values())
         early_end = self.origin + EARLY_STEPS
         for name, (s, v) in batch.items():
-            rs, rv = _merge(self.recent.get(name), s, v)
-            self.step = max(self.step, int(rs[-1]))
-            self.recent[name] = (rs, rv)
+            self.step = max(self.step, int(s[-1]))
             if s[0] < early_end:
                 e = s < early_end
                 self.early[name] = _merge(self.early.get(name), s[e], v[e])
+            if not name.startswith(WATCHED):
+                # Only the nonfinite rule reads these, and only their NaN/Inf points: keep just those.
+                bad = ~np.isfinite(v)
+                if not bad.any():
+                    continue
+                s, v = s[bad], v[bad]
+            self.recent[name] = _merge(self.recent.get(name), s, v)
         # Trim in bulk, once the windows have grown TRIM_SLACK past what the rules read (amortised cost).
         cut = self.step - KEEP_STEPS
         if cut > self._trimmed + TRIM_SLACK:

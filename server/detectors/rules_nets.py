@@ -6,7 +6,6 @@ Pure numpy over windows (see window.py); the registry of all rules is rules.RULE
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import numpy as np
@@ -73,6 +72,15 @@ def vanishing_g_grad(recent: Window, early: Window, th: dict[str, float], ctx: C
                     "thresholds": dict(th)})
 
 
+def _row_medians(m: np.ndarray) -> np.ndarray:
+    """Median of each row's finite values (NaN for a row with none); np.nanmedian is ~20x slower here."""
+    srt = np.sort(np.where(np.isfinite(m), m, np.inf), axis=1)  # non-finite last
+    n = np.isfinite(m).sum(axis=1)
+    idx = np.maximum(n - 1, 0) // 2
+    out = srt[np.arange(m.shape[0]), idx]
+    return np.where(n > 0, out, np.nan)
+
+
 def exploding_grad(recent: Window, early: Window, th: dict[str, float], ctx: Context) -> Finding | None:
     """Largest per-layer gradient norm above ganhacks' 100, or a sudden jump against its own recent level."""
     layers = layer_names(recent, "grad/d/") + layer_names(recent, "grad/g/")
@@ -90,9 +98,7 @@ def exploding_grad(recent: Window, early: Window, th: dict[str, float], ctx: Con
         over_growth = np.zeros_like(over_abs)
         big = bool((m[:, win] > th["growth_floor"]).any())  # no norm above the floor: no jump to look for
         if big and before.sum() >= MIN_POINTS:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # a layer with no finite point: no baseline
-                base = np.nanmedian(np.where(np.isfinite(m[:, before]), m[:, before], np.nan), axis=1)
+            base = _row_medians(m[:, before])
             ok_base = np.isfinite(base) & (base > 0)
             over_growth[ok_base] = ((m[ok_base] > th["growth"] * base[ok_base, None])
                                     & (m[ok_base] > th["growth_floor"]))

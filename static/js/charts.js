@@ -5,7 +5,10 @@
 (() => {
   const { naturalCompare } = GS;
   const COLORS = ["#2f6fdf", "#d0342c", "#1f9d55", "#9b51e0", "#d98a00", "#0fa3b1", "#7a5c3e", "#e05297", "#5d6d7e"];
-  GS.MAX_POINTS = 2000; // per series in the overview; the server keeps every bucket's extremes
+  // Points per series: the overview asks for ~2-3 per pixel of a chart (the server keeps every bucket's
+  // first, min, max and last, so spikes survive); a zoomed range gets more. SVG cost grows with points.
+  GS.MAX_POINTS = 1200;
+  GS.ZOOM_POINTS = 2000;
   const HEAT_POINTS = 400; // per layer in a heatmap, binned to at most HEAT_COLS columns
   const HEAT_COLS = 300;
 
@@ -28,13 +31,13 @@
     { id: "grad_d_heat", title: "D gradient norm per layer (log10)", heat: "grad/d/", sigs: ["exploding_grad"] },
     { id: "grad_g_heat", title: "G gradient norm per layer (log10)", heat: "grad/g/", sigs: ["vanishing_g_grad", "exploding_grad"] },
     // Many series (every layer of both nets): a smaller per-series budget keeps the SVG light.
-    { id: "update", title: "Update / weight ratio per layer", prefix: "update/", log: true, points: 500 },
+    { id: "update", title: "Update / weight ratio per layer", prefix: "update/", log: true, points: 400 },
     { id: "perf", title: "Throughput (img/s; s/step on the right)", names: ["perf/img_s", "perf/step_s"], y2: ["perf/step_s"] },
     { id: "diversity", title: "Sample diversity (G's spread / real spread)", names: ["sample/diversity"],
       refs: [{ y: 1, text: "real" }], sigs: ["mode_collapse"] },
     { id: "toy", title: "Toy set: modes covered, quality (right)", names: ["toy/modes", "toy/quality"], y2: ["toy/quality"],
       sigs: ["mode_collapse"] },
-    { id: "lr", title: "Learning rates", names: ["lr/d", "lr/g"], log: true },
+    { id: "lr", title: "Learning rates", names: ["lr/d", "lr/g"] },
   ];
 
   GS.namesFor = (spec, all) => {
@@ -169,8 +172,12 @@
       this.alerts = alerts;
       if (!this.drawn) return Promise.resolve();
       if (!this.visible) { this.stale = true; return Promise.resolve(); }
+      const decor = this.decor();
+      const key = JSON.stringify(decor);
+      if (key === this.decorKey) return Promise.resolve(); // nothing this chart shows has changed
+      this.decorKey = key;
       this.silent = true;
-      return Plotly.relayout(this.div, this.decor()).finally(() => { this.silent = false; });
+      return Plotly.relayout(this.div, decor).finally(() => { this.silent = false; });
     }
   }
 
@@ -234,8 +241,8 @@
       } finally { this.silent = false; }
       if (!this.drawn) { this.drawn = true; this.hook(); this.observe(); }
     }
-    // Points per series in the overview; a zoomed range always gets the full MAX_POINTS.
-    get budget() { return this.zoom ? GS.MAX_POINTS : this.spec.points || GS.MAX_POINTS; }
+    // Points per series in the overview; a zoomed range gets ZOOM_POINTS.
+    get budget() { return this.zoom ? GS.ZOOM_POINTS : this.spec.points || GS.MAX_POINTS; }
     async reload() {
       this.setSeries(await GS.fetchMetrics(this.ctx.runId, this.names, this.fetchOpts(this.budget)));
       await this.draw();
@@ -365,11 +372,12 @@
     }
     redrawSoon() {
       if (this.redrawTimer) return;
+      // A re-binned heatmap is a full redraw: every 2 s is plenty for a picture of thousands of steps.
       this.redrawTimer = setTimeout(() => {
         this.redrawTimer = null;
         if (Object.values(this.raw).some((s) => s.steps.length > 2 * HEAT_POINTS) && !this.zoom) this.reload();
         else this.draw();
-      }, 1000);
+      }, 2000);
     }
     pointCount() { return Object.values(this.raw).reduce((a, s) => a + s.steps.length, 0); }
   }

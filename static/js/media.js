@@ -74,6 +74,7 @@
       this.follow = document.getElementById("toy-follow");
       this.label = document.getElementById("toy-step");
       this.modes = null;
+      this.watch();
       this.slider.addEventListener("change", () => {
         this.follow.checked = Number(this.slider.value) === this.steps.length - 1;
         this.load(this.steps[Number(this.slider.value)]);
@@ -99,8 +100,18 @@
     onSnapshot(ev) {
       if (!this.steps.includes(ev.step)) this.steps.push(ev.step);
       if (!this.follow.checked) return;
-      if (!this.reloadLatest) this.reloadLatest = GS.throttle(() => this.load(), 2000);
+      if (!this.visible && !this.panel.hidden) { this.stale = true; return; }
+      if (!this.reloadLatest) this.reloadLatest = GS.throttle(() => this.load(), 4000);
       this.reloadLatest();
+    }
+    watch() {
+      // Out of view, snapshots only mark the panel stale; it reloads when scrolled back.
+      this.visible = true;
+      if (!window.IntersectionObserver) return;
+      new IntersectionObserver((es) => {
+        this.visible = es.some((e) => e.isIntersecting);
+        if (this.visible && this.stale) { this.stale = false; this.load(); }
+      }).observe(this.panel);
     }
     setModes(v) { this.modes = v; if (this.snap) this.title(); }
     title() {
@@ -127,8 +138,9 @@
       const ys = (pts) => (pts || []).map((q) => q[1]);
       const traces = [];
       if (p.d_grid && p.d_grid.z) {
-        traces.push({ type: "contour", name: "D(x)", x: p.d_grid.x, y: p.d_grid.y, z: p.d_grid.z, colorscale: "RdBu",
-          reversescale: true, zmin: 0, zmax: 1, opacity: 0.45, showscale: true, contours: { coloring: "heatmap" },
+        // A smoothed heatmap (drawn as one image) rather than a contour: far cheaper to redraw live.
+        traces.push({ type: "heatmap", name: "D(x)", x: p.d_grid.x, y: p.d_grid.y, z: p.d_grid.z, colorscale: "RdBu",
+          reversescale: true, zmin: 0, zmax: 1, opacity: 0.45, showscale: true, zsmooth: "best",
           colorbar: { title: { text: "D", side: "right" }, thickness: 8 }, hoverinfo: "skip", showlegend: true });
       }
       traces.push({ name: "real", x: xs(p.real), y: ys(p.real), type: "scatter", mode: "markers", marker: { size: 3, color: "#6b7385", opacity: 0.5 } });

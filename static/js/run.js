@@ -106,6 +106,8 @@
     });
   };
 
+  // Open alerts move their last step on every batch: redraw the list and the charts' spans every 2 s at most.
+  const renderAlertsSoon = GS.throttle(() => renderAlerts(), 2000);
   const renderAlerts = () => {
     const list = alertList();
     // An alert that no chart claims (its evidence names none of their metrics) is drawn on the D loss chart.
@@ -292,7 +294,7 @@
       else if (loaded) catchUp().catch((e) => console.error("catch-up", e));
     },
     metrics: onMetrics,
-    alert: (a) => { alerts.set(a.id, a); if (loaded) renderAlerts(); },
+    alert: (a) => { alerts.set(a.id, a); if (loaded) renderAlertsSoon(); },
     status: (s) => {
       summary = Object.assign(summary || {}, s, { last: Object.assign((summary && summary.last) || {}, s.last || {}) });
       renderHeader();

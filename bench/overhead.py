@@ -1,0 +1,86 @@
+"""Cost of ganscope's probes: the instrumented loop with every probe at every step vs no probes.
+
+DCGAN 32x32, batch 64, CPU (issue 2). Both trainers are the real `trainer.loop.Trainer`,
+built from the same config and seed; the only difference is `probes=True/False`. Blocks
+of steps alternate between the two so machine load hits both alike; the ratio is the
+median over blocks of (probes on / probes off), each pair measured back to back.
+
+    python -m bench.overhead [--steps 6] [--reps 5] [--threads N]
+
+Last line: ``overhead_ratio <x>`` (target <= 1.03).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from trainer.config import JobConfig
+from trainer.loop import Trainer
+from trainer.sink import MemorySink
+
+
+def bench_config(image_size: int, batch: int, device: str) -> JobConfig:
+    # Every probe at every step; sampling and checkpoints never fall due inside the timed blocks.
+    return JobConfig(dataset="shapes", image_size=image_size, batch_size=batch, steps=10**6, probe_every=1,
+                     flush_every=50, sample_every=10**6, checkpoint_every=10**6, device=device, seed=0)
+
+
+def time_block(trainer: Trainer, steps: int) -> float:
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize(trainer.device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        trainer.advance()
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize(trainer.device)
+    return (time.perf_counter() - t0) / steps
+
+
+def main(argv: list[str] | None = None) -> float:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=6, help="steps per timed block")
+    ap.add_argument("--reps", type=int, default=5, help="timed blocks per variant (interleaved)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
+    ap.add_argument("--image-size", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    cfg = bench_config(args.image_size, args.batch, args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        on = Trainer(cfg, MemorySink(), Path(tmp) / "on", probes=True)
+        off = Trainer(cfg, MemorySink(), Path(tmp) / "off", probes=False)
+        for t in (on, off):
+            t.start()
+            time_block(t, args.warmup)
+        print(f"DCGAN {args.image_size}x{args.image_size}, batch {args.batch}, {on.device}, "
+              f"{torch.get_num_threads()} threads, {args.reps} x {args.steps} steps per variant")
+        on_s, off_s, ratios = [], [], []
+        for rep in range(args.reps):
+            # Alternate which variant goes first so a load trend does not favour one.
+            order = (on, off) if rep % 2 == 0 else (off, on)
+            times = {id(t): time_block(t, args.steps) for t in order}
+            on_s.append(times[id(on)])
+            off_s.append(times[id(off)])
+            ratios.append(on_s[-1] / off_s[-1])
+            print(f"  rep {rep + 1}: probes on {on_s[-1]:.4f} s/step, off {off_s[-1]:.4f} s/step, "
+                  f"ratio {ratios[-1]:.4f}")
+        n_metrics = len(on.sink.metrics) if isinstance(on.sink, MemorySink) else 0
+    print(f"probes_on  {statistics.median(on_s):.4f} s/step (min {min(on_s):.4f})  [{n_metrics} metric series]")
+    print(f"probes_off {statistics.median(off_s):.4f} s/step (min {min(off_s):.4f})")
+    ratio = statistics.median(ratios)
+    print(f"overhead_ratio {ratio:.4f}")
+    return ratio
+
+
+if __name__ == "__main__":
+    main()
