@@ -42,6 +42,26 @@ def time_block(trainer: Trainer, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
+def isolated_probe_cost(trainer: Trainer, reps: int = 20) -> float:
+    """Seconds per step of the probe work alone (both nets' layer probes, diversity, metric rows),
+    timed without the training around it: a load-independent floor for the overhead."""
+    real = trainer.real_batch()
+    fake = trainer.state.g(trainer.noise(trainer.cfg.batch_size)).detach()
+    scalars = torch.zeros(len(trainer.buffer.names("step")))
+    from trainer.probes import diversity
+
+    t0 = time.perf_counter()
+    for i in range(reps):
+        trainer.probe_d.before_step()
+        layers_d = trainer.probe_d.after_step()
+        trainer.probe_g.before_step()
+        layers_g = trainer.probe_g.after_step()
+        trainer.buffer.record("step", i, torch.stack(list(scalars)))
+        trainer.buffer.record("probe", i, torch.cat([layers_d, layers_g, diversity(fake, real).reshape(1)]))
+    trainer.buffer.drain()
+    return (time.perf_counter() - t0) / reps
+
+
 def main(argv: list[str] | None = None) -> float:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=6, help="steps per timed block")
@@ -75,8 +95,10 @@ def main(argv: list[str] | None = None) -> float:
             print(f"  rep {rep + 1}: probes on {on_s[-1]:.4f} s/step, off {off_s[-1]:.4f} s/step, "
                   f"ratio {ratios[-1]:.4f}")
         n_metrics = len(on.sink.metrics) if isinstance(on.sink, MemorySink) else 0
+        probe_s = isolated_probe_cost(on)
     print(f"probes_on  {statistics.median(on_s):.4f} s/step (min {min(on_s):.4f})  [{n_metrics} metric series]")
     print(f"probes_off {statistics.median(off_s):.4f} s/step (min {min(off_s):.4f})")
+    print(f"probe work alone {probe_s * 1000:.2f} ms/step = {probe_s / min(off_s):.4f} of the fastest probes-off step")
     ratio = statistics.median(ratios)
     print(f"overhead_ratio {ratio:.4f}")
     return ratio

@@ -51,8 +51,9 @@ class LayerProbe:
     def after_step(self) -> torch.Tensor:
         weights = [p.detach() for p in self.params]
         grads = [p.grad if p.grad is not None else self._zero for p in self.params]
-        deltas = torch._foreach_sub(weights, self._prev)
-        norms = torch.stack(torch._foreach_norm([*grads, *weights, *deltas])).float()
+        # In place: the copy becomes the (negated) update; no fresh allocation of a net-sized buffer.
+        torch._foreach_sub_(self._prev, weights)
+        norms = torch.stack(torch._foreach_norm([*grads, *weights, *self._prev])).float()
         n = len(self.layers)
         sq = torch.zeros(3 * n, device=norms.device).index_add_(0, self.index, norms * norms).sqrt()
         # update ratio ‖W_after − W_before‖ / ‖W_after‖ (Karpathy's rule of thumb: ~1e-3 is healthy)

@@ -58,15 +58,19 @@ class Change:
 
 
 def _merge(old: Series | None, s: np.ndarray, v: np.ndarray) -> Series:
-    """Append points, keeping steps increasing and the first value of a repeated step (as the store does)."""
+    """Append points, keeping steps increasing and the first value of a repeated step (as the store does).
+
+    Batches arrive with increasing steps (the store's accepted points, the trainer's flushes), so the
+    common case is two comparisons and two concatenations; anything else takes the sorting path.
+    """
     if old is None or old[0].size == 0:
         if s.size > 1 and not bool(np.all(s[1:] > s[:-1])):
             s, idx = np.unique(s, return_index=True)
             v = v[idx]
         return s, v
     os_, ov = old
-    if s.size and s[0] > os_[-1] and (s.size < 2 or bool(np.all(s[1:] > s[:-1]))):
-        return np.concatenate([os_, s]), np.concatenate([ov, v])  # the common case: a later batch
+    if s[0] > os_[-1] and (s.size < 2 or bool((s[1:] > s[:-1]).all())):
+        return np.concatenate((os_, s)), np.concatenate((ov, v))
     all_s = np.concatenate([os_, s])
     all_v = np.concatenate([ov, v])
     uniq, idx = np.unique(all_s, return_index=True)  # first occurrence: stored points win over replays
@@ -103,36 +107,56 @@ class RunDetector:
     # --- windows ------------------------------------------------------------------------------
     def add(self, series: Mapping[str, tuple[Any, Any]], origin: int | None = None) -> None:
         """Merge points into the windows without judging (also used to rebuild after a restart)."""
-        batch = {}
-        for name, (s, v) in series.items():
-            s = np.asarray(s, dtype=np.int64)
-            v = np.asarray(v, dtype=np.float64)
-            if s.size:
-                batch[name] = (s, v)
+        batch = {name: (np.asarray(s, dtype=np.int64), np.asarray(v, dtype=np.float64))
+                 for name, (s, v) in series.items() if len(s)}
         if not batch:
             return
         if self.origin is None:
-            self.origin = origin if origin is not None else min(int(s.min()) for s, _ in batch.values())
+            self.origin = origin if origin is not None else min(int(s[0]) for s, _ in batch.values())
+        self.step = max(self.step, max(int(s[-1]) for s, _ in batch.values()))
         early_end = self.origin + EARLY_STEPS
-        for name, (s, v) in batch.items():
-            self.step = max(self.step, int(s[-1]))
-            if s[0] < early_end:
-                e = s < early_end
-                self.early[name] = _merge(self.early.get(name), s[e], v[e])
-            if not name.startswith(WATCHED):
-                # Only the nonfinite rule reads these, and only their NaN/Inf points: keep just those.
+        if min(int(s[0]) for s, _ in batch.values()) < early_end:
+            for name, (s, v) in batch.items():
+                if s[0] < early_end:
+                    e = s < early_end
+                    self.early[name] = _merge(self.early.get(name), s[e], v[e])
+        # Of series no windowed rule reads, keep only NaN/Inf points (for nonfinite); one check for all.
+        others = [n for n in batch if not n.startswith(WATCHED)]
+        if others and not np.isfinite(np.concatenate([batch[n][1] for n in others])).all():
+            for name in others:
+                s, v = batch[name]
                 bad = ~np.isfinite(v)
-                if not bad.any():
-                    continue
-                s, v = s[bad], v[bad]
-            self.recent[name] = _merge(self.recent.get(name), s, v)
+                if bad.any():
+                    self.recent[name] = _merge(self.recent.get(name), s[bad], v[bad])
+        # Series logged together (a probe row, the loss row) share their steps: merge the steps once per
+        # group and share the array, which also lets the rules' `align` see identical steps by identity.
+        shared: dict[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        for name in batch:
+            if not name.startswith(WATCHED):
+                continue
+            s, v = batch[name]
+            old = self.recent.get(name)
+            key = (id(old[0]) if old is not None else 0, s.size, int(s[0]), int(s[-1]))
+            hit = shared.get(key)
+            if hit is not None and np.array_equal(hit[0], s):
+                # Same old steps, same new steps: the merged steps are the group's; only values to append.
+                self.recent[name] = (hit[1], np.concatenate((old[1], v)) if old is not None else v)
+                continue
+            merged = _merge(old, s, v)
+            if old is None or merged[0].size == old[0].size + s.size:  # a plain append: shareable
+                shared[key] = (s, merged[0])
+            self.recent[name] = merged
         # Trim in bulk, once the windows have grown TRIM_SLACK past what the rules read (amortised cost).
         cut = self.step - KEEP_STEPS
         if cut > self._trimmed + TRIM_SLACK:
+            views: dict[int, tuple[np.ndarray, int]] = {}  # shared steps stay shared after the trim
             for name, (rs, rv) in self.recent.items():
                 if rs.size and rs[0] <= cut:
-                    i = int(np.searchsorted(rs, cut, side="right"))
-                    self.recent[name] = (rs[i:], rv[i:])
+                    if id(rs) not in views:
+                        i = int(np.searchsorted(rs, cut, side="right"))
+                        views[id(rs)] = (rs[i:], i)
+                    trimmed, i = views[id(rs)]
+                    self.recent[name] = (trimmed, rv[i:])
             self._trimmed = cut
 
     # --- judging ------------------------------------------------------------------------------

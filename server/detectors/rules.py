@@ -63,6 +63,9 @@ def d_overpowering(recent: Window, early: Window, th: dict[str, float], ctx: Con
     if ld is None:
         return None
     floor = bce_floor(ctx.label_smoothing)
+    # Cheap exit: both clauses need loss/d below 1 at hold_frac of the window's points.
+    if (ld[1][ld[0] > ld[0][-1] - th["window"]] < 1.0).mean() < th["hold_frac"]:
+        return None
     parts = [ld]
     pf = get(recent, "pred/fake")
     if pf is not None:
@@ -164,11 +167,17 @@ def mode_collapse(recent: Window, early: Window, th: dict[str, float], ctx: Cont
 def _spiky(steps: np.ndarray, v: np.ndarray, th: dict[str, float]) -> tuple[bool, dict[str, float]]:
     """Spikes above the local level (a rolling median, so a steady descent is no spike) and overall swing."""
     end = int(steps[-1])
-    sel = (steps > end - th["window"]) & (steps >= th["warmup_steps"]) & np.isfinite(v)
-    w = v[sel]
-    if w.size < 20 or (end - int(steps[sel][0]) + 1) < 0.8 * th["window"]:
+    i = int(np.searchsorted(steps, max(end - th["window"], th["warmup_steps"] - 1), side="right"))
+    w = v[i:]
+    if w.size < 20 or (end - int(steps[i]) + 1) < 0.8 * th["window"]:
         return False, {}
-    lo, hi = np.percentile(w, [5, 95])
+    if not np.isfinite(w).all():
+        w = w[np.isfinite(w)]
+        if w.size < 20:
+            return False, {}
+    k5, k95 = int(0.05 * (w.size - 1)), int(round(0.95 * (w.size - 1)))
+    part = np.partition(w, (k5, k95))  # nearest-rank 5th/95th percentiles in one pass
+    lo, hi = float(part[k5]), float(part[k95])
     if hi - lo <= th["spread_min"]:
         return False, {}  # the common case: no swing, no need for the local level
     k = 11

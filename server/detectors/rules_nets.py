@@ -27,13 +27,18 @@ def vanishing_g_grad(recent: Window, early: Window, th: dict[str, float], ctx: C
         return None
     g1 = vals[0]
     gl = vals[1] if last != first else g1
+    base = early_level(early, first, th["early_steps"])
+    # Cheap exit: every clause but the minimax one needs a first-layer norm below the larger of
+    # AUTOTRAINER's floor and drop_ratio x the early level at hold_frac of the window's points.
+    small = max(th["abs_max"], th["drop_ratio"] * base if base else 0.0)
+    if ctx.loss != "minimax" and (g1[steps > steps[-1] - th["window"]] < small).mean() < th["hold_frac"]:
+        return None
     origin = min((int(s[0]) for s, _ in early.values() if s.size), default=int(steps[0]))
     # Under N(0, 0.02) init G's first-layer gradient is ~1e-8 until D has learned something (measured: the
     # first ~50 steps of healthy toy runs), so the relative tests wait for `warmup_steps`. No gradient at all
     # (norm exactly 0: a saturated tanh, dead ReLUs) is dead, not young, and counts from the start.
     grown = steps >= origin + th["warmup_steps"]
     cond = g1 == 0
-    base = early_level(early, first, th["early_steps"])
     if base is not None and base > 0:
         cond |= grown & (g1 < th["drop_ratio"] * base)
     ratio = None
@@ -96,9 +101,18 @@ def exploding_grad(recent: Window, early: Window, th: dict[str, float], ctx: Con
     with np.errstate(invalid="ignore"):
         over_abs = m > th["abs_max"]  # NaN/Inf compare False here: those are nonfinite's business
         over_growth = np.zeros_like(over_abs)
-        big = bool((m[:, win] > th["growth_floor"]).any())  # no norm above the floor: no jump to look for
-        if big and before.sum() >= MIN_POINTS:
-            base = _row_medians(m[:, before])
+        maybe = np.zeros(m.shape[0], dtype=bool)
+        if before.sum() >= MIN_POINTS:
+            # A jump needs a norm above the floor and above `growth` x the layer's minimum before the window
+            # (the median is at least that): only such layers are worth a median.
+            top = np.where(np.isfinite(m[:, win]), m[:, win], 0).max(axis=1)
+            low = np.where(np.isfinite(m[:, before]), m[:, before], np.inf).min(axis=1)
+            maybe = (top > th["growth_floor"]) & (top > th["growth"] * low)
+        if not maybe.any() and not over_abs[:, win].any():
+            return None  # the common case: nothing large in the window
+        if maybe.any():
+            base = np.full(m.shape[0], np.nan)
+            base[maybe] = _row_medians(m[maybe][:, before])
             ok_base = np.isfinite(base) & (base > 0)
             over_growth[ok_base] = ((m[ok_base] > th["growth"] * base[ok_base, None])
                                     & (m[ok_base] > th["growth_floor"]))

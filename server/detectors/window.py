@@ -118,17 +118,17 @@ def held(steps: np.ndarray, cond: np.ndarray, window: float, hold_frac: float,
     if steps.size < min_points:
         return False, -1, 0.0
     end = int(steps[-1])
-    in_win = steps > end - window
-    n = int(in_win.sum())
-    if n < min_points or (end - int(steps[in_win][0]) + 1) < 0.8 * window:
+    i = int(np.searchsorted(steps, end - window, side="right"))  # the window: steps > end - window
+    n = steps.size - i
+    if n < min_points or (end - int(steps[i]) + 1) < 0.8 * window:
         return False, -1, 0.0  # too few points, or not enough of the window seen yet
-    frac = float(cond[in_win].mean())
+    frac = float(np.count_nonzero(cond[i:])) / n
     if frac < hold_frac:
         return False, -1, frac
     rc = cond[::-1]
     share = np.cumsum(rc) / np.arange(1, rc.size + 1)
     ok = np.flatnonzero((share >= hold_frac) & rc)
-    onset = int(steps[::-1][ok[-1]]) if ok.size else int(steps[in_win][0])
+    onset = int(steps[::-1][ok[-1]]) if ok.size else int(steps[i])
     return True, onset, frac
 
 
@@ -140,7 +140,8 @@ def stat(v: np.ndarray) -> dict[str, float]:
 
 
 def tail(steps: np.ndarray, v: np.ndarray, end: int, window: float) -> np.ndarray:
-    return v[steps > end - window]
+    """The values of the last `window` steps up to `end` (steps > end - window)."""
+    return v[int(np.searchsorted(steps, end - window, side="right")):]
 
 
 def bce_floor(label_smoothing: float) -> float:
