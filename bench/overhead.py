@@ -64,8 +64,8 @@ def isolated_probe_cost(trainer: Trainer, reps: int = 20) -> float:
 
 def main(argv: list[str] | None = None) -> float:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=6, help="steps per timed block")
-    ap.add_argument("--reps", type=int, default=5, help="timed blocks per variant (interleaved)")
+    ap.add_argument("--steps", type=int, default=4, help="steps per timed block")
+    ap.add_argument("--reps", type=int, default=4, help="timed blocks per variant (interleaved)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--batch", type=int, default=64)

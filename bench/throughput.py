@@ -93,8 +93,8 @@ def run_block(step_fn, steps: int, device: torch.device) -> float:
 
 def main(argv: list[str] | None = None) -> float:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=6, help="steps per timed block")
-    ap.add_argument("--reps", type=int, default=5, help="timed blocks per loop (interleaved)")
+    ap.add_argument("--steps", type=int, default=4, help="steps per timed block")
+    ap.add_argument("--reps", type=int, default=4, help="timed blocks per loop (interleaved)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--batch", type=int, default=64)

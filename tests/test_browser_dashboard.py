@@ -210,6 +210,32 @@ def test_nonfinite_marker_alert_and_catch_up_after_a_dropped_stream(server, brow
     assert not log.problems(), log.problems()
 
 
+def test_overview_keeps_spikes_and_zoom_requeries_at_full_resolution(server, browser) -> None:
+    n = 20_000
+    values = [1.0 + 0.001 * (s % 7) for s in range(n)]
+    values[12_345] = 50.0  # one spike: downsampling must not average it away
+    with server.client() as c:
+        run_id = c.post("/api/runs", json={"name": "zoom", "config": {}}).json()["id"]
+        ingest(c, run_id, {"loss/d": {"steps": list(range(n)), "values": values},
+                           "pred/real": {"steps": list(range(n)), "values": [0.5] * n}})
+    with watched_page(browser, server.url) as (page, log):
+        page.goto(f"{server.url}/runs/{run_id}")
+        ready(page)
+        xs, ys = page.evaluate("(() => { const t = window.ganscope.charts.get('d_loss').div.data[1]; return [t.x, t.y]; })()")
+        assert len(xs) <= 1200 < n and max(ys) == 50.0 and xs[ys.index(50.0)] == 12_345
+        # A user's zoom (plotly_relayout): the visible steps are fetched again, every one of them,
+        # and the other charts follow to the same range.
+        page.evaluate("Plotly.relayout(window.ganscope.charts.get('d_loss').div, {'xaxis.range': [12300, 12400]})")
+        page.wait_for_function("""() => { const x = window.ganscope.charts.get('d_loss').div.data[1].x;
+            return x.length === 101 && x[0] === 12300 }""", timeout=15_000)
+        page.wait_for_function("""() => { const x = window.ganscope.charts.get('pred').div.data[1].x;
+            return x.length === 101 && x[0] === 12300 }""", timeout=15_000)
+        # Double-click's autoscale returns to the downsampled overview.
+        page.evaluate("Plotly.relayout(window.ganscope.charts.get('d_loss').div, {'xaxis.autorange': true})")
+        page.wait_for_function("window.ganscope.charts.get('d_loss').div.data[1].x.length > 1000", timeout=15_000)
+    assert not log.problems(), log.problems()
+
+
 def test_hostile_run_name_renders_as_text(server, browser) -> None:
     with server.client() as c:
         run_id = c.post("/api/runs", json={"name": EVIL, "config": {}}).json()["id"]

@@ -78,6 +78,39 @@ def test_readme_points_at_real_things() -> None:
         assert path in text and (REPO / path).exists()
 
 
+def _curl_examples() -> list[str]:
+    """The curl commands of the README's REST section, continuation lines joined."""
+    block = re.search(r"```sh\n(.+?)```", _section("REST API"), re.S).group(1)
+    joined = re.sub(r"\\\n\s*", " ", block)
+    return [ln.strip() for ln in joined.splitlines() if ln.strip().startswith("curl ")]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_readme_curl_examples_work(home: Path) -> None:
+    from tests.harness import start_server
+
+    token = "readme-token"
+    server = start_server(home, token=token)
+    try:
+        examples = _curl_examples()
+        assert any("POST" in c and "/api/jobs" in c for c in examples) and any("/api/runs/1" in c for c in examples)
+        env = {**os.environ, "GANSCOPE_TOKEN": token}
+        for command in examples:
+            command = command.replace("http://127.0.0.1:8000", server.url)
+            # --fail-with-body: a 4xx/5xx answer fails the example; a stream is cut after a moment.
+            command = command.replace("curl ", "curl --fail-with-body --max-time 3 " if " -sN " in command
+                                      else "curl --fail-with-body ", 1)
+            out = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=60)
+            if "/stream" in command:
+                assert out.returncode == 28 and ("event:" in out.stdout or "retry:" in out.stdout), out
+                continue
+            assert out.returncode == 0, f"README example failed: {command}\n{out.stdout}{out.stderr}"
+        run = httpx.get(server.url + "/api/runs/1").json()
+        assert run["name"] == "dcgan shapes" and run["status"] == "cancelled"
+    finally:
+        server.stop()
+
+
 def _fresh_clone(dest: Path) -> Path:
     """`git clone` of the repository, with the working tree's uncommitted changes laid over it, so the
     walk tests what is about to be committed (in CI the tree is clean and the overlay is empty)."""

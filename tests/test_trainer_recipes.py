@@ -34,29 +34,30 @@ RECIPES: dict[str, dict] = {
     # Weights from N(0, 1) in these MLPs (no batch norm to rescale): huge activations and gradients.
     "poor_init_exploding": dict(_SMALL, init_std=1.0, steps=100),
     # Fast G, slow D: D stays undecided (loss at 2 ln 2) while G's samples huddle together.
-    "mode_collapse": dict(_SMALL, lr_g=3e-3, lr_d=1e-4, steps=1000, seed=1),
+    "mode_collapse": dict(_SMALL, lr_g=3e-3, lr_d=1e-4, steps=600, seed=1, probe_every=5),
     # D's learning rate ~0: D never learns, G fools it completely.
     "d_not_learning": dict(_SMALL, toy_hidden=128, batch_size=128, lr_d=1e-6, lr_g=1e-3, init="xavier", steps=300),
     # A healthy run: every mode of the ring is found.
-    "healthy": dict(_SMALL, toy_hidden=128, batch_size=128, lr_d=1e-3, lr_g=1e-3, init="xavier", steps=1000,
-                    seed=1),
+    "healthy": dict(_SMALL, toy_hidden=128, batch_size=128, lr_d=1e-3, lr_g=1e-3, init="xavier", steps=600,
+                    seed=1, probe_every=5),
 }
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, MemorySink]:
-    cache: dict[str, MemorySink] = {}
-
     class Runs(dict):
         def __missing__(self, name: str) -> MemorySink:
             sink = MemorySink()
             result = train(JobConfig(**RECIPES[name]), sink, tmp_path_factory.mktemp(name))
             assert result.status == "succeeded"
-            cache[name] = sink
             self[name] = sink
             return sink
 
     return Runs()
+
+
+def _after(sink: MemorySink, name: str, step: int) -> list[float]:
+    return [v for s, v in zip(*sink.series(name)) if s > step]
 
 
 def _first_step(sink: MemorySink, name: str, pred) -> int | None:
@@ -77,8 +78,8 @@ def test_minimax_against_a_winning_d_makes_gs_first_layer_gradient_vanish(runs) 
     first, last = mm.values("grad/g/fc1"), mm.values("grad/g/fc4")
     assert max(first[:20]) > 0.05                                 # alive at the start
     tail = slice(-50, None)
-    assert statistics.median(first[tail]) < 1e-4                  # AUTOTRAINER's vanishing rule...
-    assert statistics.median(first[tail]) / statistics.median(last[tail]) < 10
+    assert statistics.median(first[tail]) < 1e-4                  # below AUTOTRAINER's 1e-4 floor...
+    assert statistics.median(last[tail]) < 1e-3 * max(last[:20])  # ...with the whole net starved
     # ...and the loss is to blame, not the fight: the same run under -log D(G(z)) keeps G's gradient.
     assert statistics.median(ns.values("grad/g/fc1")[tail]) > 0.5
     assert ns.last("loss/d") < 0.01                               # D has won there too
@@ -98,7 +99,7 @@ def test_fast_g_slow_d_collapses_while_d_loss_looks_healthy(runs) -> None:
     assert max(sink.values("toy/modes")) <= 2
     assert statistics.median(sink.values("sample/diversity")) < 0.5
     healthy = runs["healthy"]
-    assert statistics.median(healthy.values("sample/diversity")[500:]) > 0.7
+    assert statistics.median(_after(healthy, "sample/diversity", 500)) > 0.7
 
 
 def test_a_d_that_does_not_learn(runs) -> None:
@@ -111,6 +112,6 @@ def test_a_d_that_does_not_learn(runs) -> None:
 def test_healthy_run_reaches_every_mode(runs) -> None:
     sink = runs["healthy"]
     assert max(sink.values("toy/modes")) == 8
-    loss_d = sink.values("loss/d")[200:]
+    loss_d = _after(sink, "loss/d", 200)
     assert min(loss_d) > 0.3 and statistics.mean(loss_d) < 1.6
-    assert max(sink.values("grad/g/fc1")[200:]) < 100
+    assert max(_after(sink, "grad/g/fc1", 200)) < 100

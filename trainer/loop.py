@@ -11,7 +11,8 @@ last D and last G update of that step:
   layer of both nets, and ``sample/diversity``;
 * every flush: ``lr/d``, ``lr/g``, ``perf/step_s`` (mean over the window, sampling and
   checkpointing excluded), ``perf/img_s`` (real images consumed per second);
-* toy sets, every `toy_every` steps: ``toy/modes``, ``toy/quality`` and a "toy" snapshot.
+* toy sets, every `toy_every` steps: ``toy/modes``, ``toy/quality`` and a "toy" snapshot;
+* once, at step 0: ``model/params_g``, ``model/params_d`` (parameter counts).
 
 Nothing reads a device value back per step: rows stay on the device until a flush
 (`flush_every` steps or `flush_seconds`), which is one transfer and one `sink.on_metrics`.
@@ -232,14 +233,16 @@ class Trainer:
     # --- periodic work ---------------------------------------------------------------
     def flush(self) -> None:
         step = self.state.step
+        # The drain's device -> host copy waits for all queued device work, so timing after it
+        # counts what the accelerator really spent on this window.
+        series = self.buffer.drain()
         if self.probes and self.window.steps:
             train_s = max(time.perf_counter() - self.window.start - self.window.side_s, 1e-9)
             step_s = train_s / self.window.steps
-            self.buffer.record_host("perf/step_s", step, step_s)
-            self.buffer.record_host("perf/img_s", step, self.cfg.batch_size * self.cfg.d_steps / step_s)
-            self.buffer.record_host("lr/d", step, self.state.opt_d.param_groups[0]["lr"])
-            self.buffer.record_host("lr/g", step, self.state.opt_g.param_groups[0]["lr"])
-        series = self.buffer.drain()
+            series["perf/step_s"] = ([step], [step_s])
+            series["perf/img_s"] = ([step], [self.cfg.batch_size * self.cfg.d_steps / step_s])
+            series["lr/d"] = ([step], [float(self.state.opt_d.param_groups[0]["lr"])])
+            series["lr/g"] = ([step], [float(self.state.opt_g.param_groups[0]["lr"])])
         if series:
             self.sink.on_metrics(series)
         self.window.reset()

@@ -117,13 +117,15 @@ def ingest_metrics(db: Database, broker: Broker, detectors_on: bool, run_id: int
             try:
                 from server.detectors import hook
 
-                hook.process_ingest(db, broker, run_id, result.accepted)
+                stopped = hook.process_ingest(db, broker, run_id, result.accepted)
             except Exception:  # noqa: BLE001 - points are committed; a detector bug must not make the sender retry
                 log.exception("detectors failed on run %s", run_id)
-            with db.read() as s:  # a detector may just have asked to stop the run
-                run = get_run(s, run_id)
-                if run is not None:
-                    action = _answer_action(run)
+                stopped = False
+            if stopped:  # a detector just asked to stop the run: answer with that
+                with db.read() as s:
+                    run = get_run(s, run_id)
+                    if run is not None:
+                        action = _answer_action(run)
         if broker.subscriber_count():
             broker.publish(run_id, "metrics", {"metrics": {n: to_json(st, v) for n, (st, v) in result.accepted.items()}})
     return {"accepted": result.accepted_count, "duplicates": result.duplicates, "action": action.action,

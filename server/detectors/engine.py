@@ -27,6 +27,10 @@ TRIM_SLACK = 200  # the windows may hold up to this many steps more than KEEP_ST
 EARLY_STEPS = 100  # the run's first steps: early gradient levels, step-0 weights, parameter counts
 # Rules judged on the early window only: once it is complete their verdict cannot change.
 STATIC = ("poor_init", "capacity_imbalance")
+# Steps between two runs of a rule. Flushes bring >= 20 steps in the common case, so this only thins out
+# the small, time-driven flushes of slow runs; oscillation's 200-step verdict moves slowly.
+CADENCE = {"d_overpowering": 20, "vanishing_g_grad": 20, "exploding_grad": 10, "mode_collapse": 20,
+           "oscillation": 50, "d_not_learning": 20}
 # Series the windowed rules read; of every other series (weights, G's updates, lr, perf...) the recent
 # window keeps only non-finite points, for the nonfinite rule — a third of the merging work.
 WATCHED = ("loss/", "pred/", "grad/", "update/d/", "sample/", "toy/")
@@ -92,6 +96,11 @@ class RunDetector:
     lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _static: dict[str, Finding | None] = field(default_factory=dict, init=False, repr=False)
     _trimmed: int = field(default=-(10**18), init=False, repr=False)
+    _bad_step: int | None = field(default=None, init=False, repr=False)  # latest step with a NaN/Inf
+    _judged: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # rule -> step judged at
+    # Ingest's coalescing (hook.py): batches waiting to be judged, and when the run was last judged.
+    queue: list[dict[str, tuple[Any, Any]]] = field(default_factory=list, init=False, repr=False)
+    judged_at: float = field(default=float("-inf"), init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.config = dict(self.config or {})
@@ -107,8 +116,9 @@ class RunDetector:
     # --- windows ------------------------------------------------------------------------------
     def add(self, series: Mapping[str, tuple[Any, Any]], origin: int | None = None) -> None:
         """Merge points into the windows without judging (also used to rebuild after a restart)."""
-        batch = {name: (np.asarray(s, dtype=np.int64), np.asarray(v, dtype=np.float64))
-                 for name, (s, v) in series.items() if len(s)}
+        batch = {name: (s if type(s) is np.ndarray and s.dtype == np.int64 else np.asarray(s, dtype=np.int64),
+                        v if type(v) is np.ndarray and v.dtype == np.float64 else np.asarray(v, dtype=np.float64))
+                 for name, (s, v) in series.items() if len(s)}  # ingest hands numpy arrays already
         if not batch:
             return
         if self.origin is None:
@@ -120,17 +130,18 @@ class RunDetector:
                 if s[0] < early_end:
                     e = s < early_end
                     self.early[name] = _merge(self.early.get(name), s[e], v[e])
-        # Of series no windowed rule reads, keep only NaN/Inf points (for nonfinite); one check for all.
-        others = [n for n in batch if not n.startswith(WATCHED)]
-        if others and not np.isfinite(np.concatenate([batch[n][1] for n in others])).all():
-            for name in others:
-                s, v = batch[name]
+        # One finiteness check over the whole batch; of series no windowed rule reads, keep only their
+        # NaN/Inf points (the nonfinite rule's evidence).
+        if not np.isfinite(np.concatenate([v for _, v in batch.values()])).all():
+            for name, (s, v) in batch.items():
                 bad = ~np.isfinite(v)
                 if bad.any():
-                    self.recent[name] = _merge(self.recent.get(name), s[bad], v[bad])
+                    self._bad_step = max(self._bad_step or -1, int(s[bad][-1]))
+                    if not name.startswith(WATCHED):
+                        self.recent[name] = _merge(self.recent.get(name), s[bad], v[bad])
         # Series logged together (a probe row, the loss row) share their steps: merge the steps once per
         # group and share the array, which also lets the rules' `align` see identical steps by identity.
-        shared: dict[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        shared: dict[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray]] = {}  # key -> (batch, merged)
         for name in batch:
             if not name.startswith(WATCHED):
                 continue
@@ -138,7 +149,7 @@ class RunDetector:
             old = self.recent.get(name)
             key = (id(old[0]) if old is not None else 0, s.size, int(s[0]), int(s[-1]))
             hit = shared.get(key)
-            if hit is not None and np.array_equal(hit[0], s):
+            if hit is not None and not (hit[0] != s).any():
                 # Same old steps, same new steps: the merged steps are the group's; only values to append.
                 self.recent[name] = (hit[1], np.concatenate((old[1], v)) if old is not None else v)
                 continue
@@ -161,9 +172,22 @@ class RunDetector:
 
     # --- judging ------------------------------------------------------------------------------
     def feed(self, series: Mapping[str, tuple[Any, Any]]) -> list[Change]:
-        """One ingested batch: merge it, run every rule, return the alert changes."""
+        """One ingested batch: merge it, run the rules that are due, return the alert changes."""
         self.add(series)
         return self.evaluate()
+
+    def _due(self, sig: str) -> bool:
+        """Is a rule worth running now? Judging is most of the detectors' cost, so a rule runs when its
+        input can have changed its verdict: nonfinite only near a NaN/Inf (or to close its alert); the
+        others once CADENCE[sig] steps have arrived since they last ran (every batch of a normal flush)."""
+        if sig == "nonfinite":
+            return sig in self.open or (self._bad_step is not None
+                                        and self.step - self._bad_step < self.th[sig]["clear_steps"])
+        last = self._judged.get(sig)
+        if last is not None and self.step - last < CADENCE.get(sig, 1):
+            return False
+        self._judged[sig] = self.step
+        return True
 
     def _run(self, sig: str) -> Finding | None:
         if sig in STATIC and sig in self._static:
@@ -178,6 +202,8 @@ class RunDetector:
         if self.step < 0:
             return changes
         for sig in RULES:
+            if not self._due(sig):
+                continue
             f = self._run(sig)
             cur = self.open.get(sig)
             if f is not None:
@@ -243,6 +269,10 @@ class Engine:
             while len(self._runs) > self.capacity:
                 self._runs.popitem(last=False)
             return det
+
+    def items(self) -> list[tuple[int, RunDetector]]:
+        with self._lock:
+            return list(self._runs.items())
 
     def drop(self, run_id: int) -> None:
         with self._lock:

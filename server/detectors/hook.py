@@ -4,12 +4,19 @@ Ingest calls `process_ingest` after the points are committed (docs/contracts.md)
 common case — no alert opens, updates or closes — touches no table at all: the rules run
 on in-memory windows (engine.RunDetector). The first batch a process sees for a run
 rebuilds its windows and open alerts from the store, so a restarted server carries on.
+
+Cost: judging is most of the detectors' work and does not depend on the batch's size, so a
+run is judged at most every MIN_INTERVAL_S. Batches arriving faster (a spool replay, a very
+fast run, a benchmark) queue up and are merged and judged together; a batch holding a NaN/Inf
+is judged at once. A sweeper thread judges what a run's last batches left queued.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
+import time
 import weakref
 from typing import Any
 
@@ -23,15 +30,41 @@ from server.store import alerts as alerts_store
 from server.store import metrics as metrics_store
 
 log = logging.getLogger("ganscope.detectors")
+MIN_INTERVAL_S = 0.25  # a worker flushes every 50 steps or 2 s: each of its batches is still judged
+SWEEP_S = 0.5
 _ENGINES: "weakref.WeakKeyDictionary[Database, Engine]" = weakref.WeakKeyDictionary()
+_ENGINES_LOCK = threading.Lock()
 
 
-def engine_for(db: Database) -> Engine:
-    """One engine per database handle (per app): tests may run several apps in one process."""
-    eng = _ENGINES.get(db)
-    if eng is None:
-        eng = _ENGINES.setdefault(db, Engine())
-    return eng
+def engine_for(db: Database, broker: Broker | None = None) -> Engine:
+    """One engine per database handle (per app), with its sweeper thread."""
+    with _ENGINES_LOCK:
+        eng = _ENGINES.get(db)
+        if eng is None:
+            eng = _ENGINES[db] = Engine()
+            if broker is not None:
+                threading.Thread(target=_sweep, args=(weakref.ref(db), broker), daemon=True,
+                                 name="ganscope-detectors").start()
+        return eng
+
+
+def _sweep(db_ref: "weakref.ref[Database]", broker: Broker) -> None:
+    """Judge runs whose last batches arrived inside MIN_INTERVAL_S of a judgement and wait queued."""
+    while True:
+        time.sleep(SWEEP_S)
+        db = db_ref()
+        if db is None:
+            return  # the app is gone
+        eng = _ENGINES.get(db)
+        for run_id, det in eng.items() if eng is not None else ():
+            if det.queue and time.monotonic() - det.judged_at >= MIN_INTERVAL_S:
+                try:
+                    with det.lock:
+                        if det.queue:
+                            _judge(db, broker, run_id, det)
+                except Exception:  # noqa: BLE001 - keep sweeping the other runs
+                    log.exception("detectors failed on run %s", run_id)
+        del db
 
 
 def clean(obj: Any) -> Any:
@@ -69,24 +102,53 @@ def _load(db: Database, run_id: int) -> RunDetector | None:
 
 
 def process_ingest(db: Database, broker: Broker, run_id: int,
-                   series: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    """Evaluate the detectors on a committed batch; persist and publish whatever changed."""
-    eng = engine_for(db)
+                   series: dict[str, tuple[np.ndarray, np.ndarray]]) -> bool:
+    """Queue a committed batch for the run's detectors and judge it when due; persist and publish changes.
+
+    Returns True when it set the run's control (on_failure: stop), so the caller re-reads the run for
+    its answer only then — in the common case this costs no database access at all.
+    """
+    if not series:
+        return False
+    eng = engine_for(db, broker)
     det = eng.get(run_id)
     if det is None:
         loaded = _load(db, run_id)
         if loaded is None:
-            return
+            return False
         det = eng.put(run_id, loaded)
+    bad = not np.isfinite(np.concatenate([v for _, v in series.values()])).all()
     with det.lock:  # batches of one run are judged, persisted and published in order
-        changes = det.feed(series)
-        if changes:
-            _persist(db, broker, run_id, det, changes)
+        det.queue.append(series)
+        if not bad and time.monotonic() - det.judged_at < MIN_INTERVAL_S:
+            return False  # judged with the next batch, or by the sweeper
+        return _judge(db, broker, run_id, det)
 
 
-def _persist(db: Database, broker: Broker, run_id: int, det: RunDetector, changes: list[Change]) -> None:
+def _combine(batches: list[dict[str, tuple[np.ndarray, np.ndarray]]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Queued batches as one: per name, their points in arrival order (the engine sorts if needed)."""
+    if len(batches) == 1:
+        return batches[0]
+    parts: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    for b in batches:
+        for name, (s, v) in b.items():
+            p = parts.setdefault(name, ([], []))
+            p[0].append(s)
+            p[1].append(v)
+    return {name: (np.concatenate(ss), np.concatenate(vs)) for name, (ss, vs) in parts.items()}
+
+
+def _judge(db: Database, broker: Broker, run_id: int, det: RunDetector) -> bool:
+    """Merge the queued batches, run the rules, persist and publish what changed (det.lock held)."""
+    batches, det.queue = det.queue, []
+    det.judged_at = time.monotonic()
+    changes = det.feed(_combine(batches))
+    return _persist(db, broker, run_id, det, changes) if changes else False
+
+
+def _persist(db: Database, broker: Broker, run_id: int, det: RunDetector, changes: list[Change]) -> bool:
     health = det.health
-    status_changed = False
+    status_changed = stopped = False
     with db.write() as s:
         for ch in changes:
             data = clean(ch.alert.to_dict())
@@ -97,7 +159,7 @@ def _persist(db: Database, broker: Broker, run_id: int, det: RunDetector, change
                 alerts_store.save(s, ch.alert.id, data)
         run = s.get(Run, run_id)
         if run is None:
-            return
+            return False
         if run.health != health:
             run.health = health
             status_changed = True
@@ -107,7 +169,7 @@ def _persist(db: Database, broker: Broker, run_id: int, det: RunDetector, change
             a = failing[0]
             run.control = "stop"
             run.stop_reason = f"{a.signature} at step {a.last_step}: {a.message}"[:2000]
-            status_changed = True
+            status_changed = stopped = True
         payloads = [{**alerts_store.to_dict(r), "run_id": run_id}
                     for r in (s.get(Alert, ch.alert.id) for ch in changes) if r is not None]
         summary = None
@@ -120,3 +182,4 @@ def _persist(db: Database, broker: Broker, run_id: int, det: RunDetector, change
         broker.publish(run_id, "alert", p)
     if summary is not None:
         broker.publish(run_id, "status", summary)
+    return stopped

@@ -233,7 +233,7 @@ def d_not_learning(recent: Window, early: Window, th: dict[str, float], ctx: Con
             obs["loss/d"] = {**stat(w), "iqr": iqr, "chance": LN4, "band": th["chance_band"],
                              "flat_iqr": th["flat_iqr"]}
             obs["|pred/real − pred/fake|"] = {**stat(np.abs(r - f)[win]), "threshold": th["pred_gap"], "op": "<"}
-    ups = weight_layers(recent, "update", "d", ctx) or layer_names(recent, "update/d/")
+    ups = weight_layers(recent, "update", "d", ctx) or layer_names(recent, "update/d/", ctx.memo)
     if ld is not None and ups:
         us, uv = align(*(recent[n] for n in ups))
         if us.size:

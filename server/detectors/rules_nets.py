@@ -88,7 +88,7 @@ def _row_medians(m: np.ndarray) -> np.ndarray:
 
 def exploding_grad(recent: Window, early: Window, th: dict[str, float], ctx: Context) -> Finding | None:
     """Largest per-layer gradient norm above ganhacks' 100, or a sudden jump against its own recent level."""
-    layers = layer_names(recent, "grad/d/") + layer_names(recent, "grad/g/")
+    layers = layer_names(recent, "grad/d/", ctx.memo) + layer_names(recent, "grad/g/", ctx.memo)
     if not layers:
         return None
     steps, vals = align(*(recent[n] for n in layers))

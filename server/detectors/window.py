@@ -34,6 +34,7 @@ class Context:
     n_modes: int | None = None  # toy mixtures: mode count; None for images and poisson1d
     is_toy: bool = False
     arch: dict[str, dict[str, arch_mod.Layer]] | None = None  # layer sizes of the trainer's nets
+    memo: dict = field(default_factory=dict, repr=False)  # per-run cache of derived name lists
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> "Context":
@@ -60,11 +61,22 @@ class Finding:
 _NOT_WEIGHT_LAYER = re.compile(r"(^|[._])(bn|norm|mbd|pool)", re.IGNORECASE)
 
 
-def layer_names(window: Window, prefix: str) -> list[str]:
-    """Metric names under `prefix` in natural order (a layer index in the name orders layers)."""
-    def key(name: str) -> list[Any]:
+def layer_names(window: Window, prefix: str, memo: dict | None = None) -> list[str]:
+    """Metric names under `prefix` in natural order (a layer index in the name orders layers).
+
+    A run's names rarely change, so with a `memo` (Context.memo) the sorted list is kept per window
+    and name count instead of being rebuilt on every batch.
+    """
+    key = ("layers", id(window), len(window), prefix)
+    if memo is not None and key in memo:
+        return memo[key]
+
+    def natural(name: str) -> list[Any]:
         return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name[len(prefix):])]
-    return sorted((n for n in window if n.startswith(prefix) and window[n][0].size), key=key)
+    names = sorted((n for n in window if n.startswith(prefix) and window[n][0].size), key=natural)
+    if memo is not None:
+        memo[key] = names
+    return names
 
 
 def weight_layers(window: Window, kind: str, net: str, ctx: "Context") -> list[str]:
@@ -73,13 +85,18 @@ def weight_layers(window: Window, kind: str, net: str, ctx: "Context") -> list[s
     With the trainer's architecture known (arch.py) its order is used; otherwise (SDK runs) the
     natural order of the names, leaving out normalisation and minibatch-discrimination layers.
     """
+    key = ("weights", id(window), len(window), kind, net)
+    if key in ctx.memo:
+        return ctx.memo[key]
     prefix = f"{kind}/{net}/"
+    names: list[str] = []
     if ctx.arch is not None and net in ctx.arch:
         names = [prefix + n for n, L in ctx.arch[net].items() if L.kind in ("conv", "fc")]
         names = [n for n in names if get(window, n) is not None]
-        if names:
-            return names
-    return [n for n in layer_names(window, prefix) if not _NOT_WEIGHT_LAYER.search(n[len(prefix):])]
+    if not names:
+        names = [n for n in layer_names(window, prefix) if not _NOT_WEIGHT_LAYER.search(n[len(prefix):])]
+    ctx.memo[key] = names
+    return names
 
 
 def get(window: Window, name: str) -> Series | None:
@@ -90,8 +107,9 @@ def get(window: Window, name: str) -> Series | None:
 def align(*series: Series) -> tuple[np.ndarray, list[np.ndarray]]:
     """Restrict several series to their common steps."""
     steps = series[0][0]
-    # Fast path: series logged together (one probe row per step) share their steps exactly.
-    if all(s is steps or (s.size == steps.size and np.array_equal(s, steps)) for s, _ in series[1:]):
+    # Fast path: series logged together (one probe row per step) share their steps array (the engine
+    # merges a group's steps once), or at least equal steps.
+    if all(s is steps or (s.size == steps.size and not (s != steps).any()) for s, _ in series[1:]):
         return steps, [v for _, v in series]
     for s, _ in series[1:]:
         steps = np.intersect1d(steps, s, assume_unique=True)

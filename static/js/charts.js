@@ -168,6 +168,12 @@
       const d = alertDecor(this.spec, this.names, this.alerts);
       return { shapes: refShapes(this.spec).concat(d.shapes), annotations: d.annotations };
     }
+    // The decor a full draw puts on the chart; remembered so setAlerts skips a relayout that changes nothing.
+    drawnDecor() {
+      const d = this.decor();
+      this.decorKey = JSON.stringify(d);
+      return d;
+    }
     setAlerts(alerts) {
       this.alerts = alerts;
       if (!this.drawn) return Promise.resolve();
@@ -228,7 +234,7 @@
         line: { width: 1.4, color: COLORS[i % COLORS.length] }, yaxis: (this.spec.y2 || []).includes(n) ? "y2" : "y" };
     }
     layout() {
-      const l = Object.assign(baseLayout(this.spec), this.decor());
+      const l = Object.assign(baseLayout(this.spec), this.drawnDecor());
       if (this.spec.y2) l.yaxis2 = { overlaying: "y", side: "right", zeroline: false, showgrid: false };
       if (this.zoom) l.xaxis = Object.assign(l.xaxis, { range: this.zoom, autorange: false });
       return l;
@@ -336,7 +342,7 @@
         hovertemplate: "step %{x}<br>layer %{y}<br>log10 ‖g‖ %{z:.2f}<extra></extra>" }];
     }
     layout() {
-      const l = Object.assign(baseLayout(this.spec), this.decor(), { showlegend: false, hovermode: "closest" });
+      const l = Object.assign(baseLayout(this.spec), this.drawnDecor(), { showlegend: false, hovermode: "closest" });
       l.yaxis = { autorange: "reversed", type: "category", tickfont: { size: 9 }, automargin: true };
       if (this.zoom) l.xaxis = Object.assign(l.xaxis, { range: this.zoom, autorange: false });
       return l;
