@@ -16,6 +16,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,6 +25,8 @@ from trainer.config import JobConfig
 from trainer.loop import Trainer
 from trainer.sink import MemorySink
 
+Clock = Callable[[], float]
+
 
 def bench_config(image_size: int, batch: int, device: str) -> JobConfig:
     # Every probe at every step; sampling and checkpoints never fall due inside the timed blocks.
@@ -31,18 +34,18 @@ def bench_config(image_size: int, batch: int, device: str) -> JobConfig:
                      flush_every=50, sample_every=10**6, checkpoint_every=10**6, device=device, seed=0)
 
 
-def time_block(trainer: Trainer, steps: int) -> float:
+def time_block(trainer: Trainer, steps: int, clock: Clock) -> float:
     if trainer.device.type == "cuda":
         torch.cuda.synchronize(trainer.device)
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(steps):
         trainer.advance()
     if trainer.device.type == "cuda":
         torch.cuda.synchronize(trainer.device)
-    return (time.perf_counter() - t0) / steps
+    return (clock() - t0) / steps
 
 
-def isolated_probe_cost(trainer: Trainer, reps: int = 20) -> float:
+def isolated_probe_cost(trainer: Trainer, clock: Clock, reps: int = 20) -> float:
     """Seconds per step of the probe work alone (both nets' layer probes, diversity, metric rows),
     timed without the training around it: a load-independent floor for the overhead."""
     real = trainer.real_batch()
@@ -50,7 +53,7 @@ def isolated_probe_cost(trainer: Trainer, reps: int = 20) -> float:
     scalars = torch.zeros(len(trainer.buffer.names("step")))
     from trainer.probes import diversity
 
-    t0 = time.perf_counter()
+    t0 = clock()
     for i in range(reps):
         trainer.probe_d.before_step()
         layers_d = trainer.probe_d.after_step()
@@ -59,7 +62,7 @@ def isolated_probe_cost(trainer: Trainer, reps: int = 20) -> float:
         trainer.buffer.record("step", i, torch.stack(list(scalars)))
         trainer.buffer.record("probe", i, torch.cat([layers_d, layers_g, diversity(fake, real).reshape(1)]))
     trainer.buffer.drain()
-    return (time.perf_counter() - t0) / reps
+    return (clock() - t0) / reps
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -71,7 +74,11 @@ def main(argv: list[str] | None = None) -> float:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall time, or this process's CPU time (steadier on a shared machine; use with "
+                         "--threads 1, since idle-spinning threads would count)")
     args = ap.parse_args(argv)
+    clock: Clock = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -81,21 +88,21 @@ def main(argv: list[str] | None = None) -> float:
         off = Trainer(cfg, MemorySink(), Path(tmp) / "off", probes=False)
         for t in (on, off):
             t.start()
-            time_block(t, args.warmup)
+            time_block(t, args.warmup, clock)
         print(f"DCGAN {args.image_size}x{args.image_size}, batch {args.batch}, {on.device}, "
               f"{torch.get_num_threads()} threads, {args.reps} x {args.steps} steps per variant")
         on_s, off_s, ratios = [], [], []
         for rep in range(args.reps):
             # Alternate which variant goes first so a load trend does not favour one.
             order = (on, off) if rep % 2 == 0 else (off, on)
-            times = {id(t): time_block(t, args.steps) for t in order}
+            times = {id(t): time_block(t, args.steps, clock) for t in order}
             on_s.append(times[id(on)])
             off_s.append(times[id(off)])
             ratios.append(on_s[-1] / off_s[-1])
             print(f"  rep {rep + 1}: probes on {on_s[-1]:.4f} s/step, off {off_s[-1]:.4f} s/step, "
                   f"ratio {ratios[-1]:.4f}")
         n_metrics = len(on.sink.metrics) if isinstance(on.sink, MemorySink) else 0
-        probe_s = isolated_probe_cost(on)
+        probe_s = isolated_probe_cost(on, clock)
     print(f"probes_on  {statistics.median(on_s):.4f} s/step (min {min(on_s):.4f})  [{n_metrics} metric series]")
     print(f"probes_off {statistics.median(off_s):.4f} s/step (min {min(off_s):.4f})")
     print(f"probe work alone {probe_s * 1000:.2f} ms/step = {probe_s / min(off_s):.4f} of the fastest probes-off step")

@@ -19,6 +19,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,6 +31,8 @@ from trainer.device import resolve_device
 from trainer.loop import Trainer
 from trainer.models import build_models, z_shape
 from trainer.sink import MemorySink
+
+Clock = Callable[[], float]
 
 
 class PlainDCGAN:
@@ -80,15 +83,15 @@ class PlainDCGAN:
         self.log.append((errD.item(), errG.item(), D_x, D_G_z1, D_G_z2))
 
 
-def run_block(step_fn, steps: int, device: torch.device) -> float:
+def run_block(step_fn: Callable[[], object], steps: int, device: torch.device, clock: Clock) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(steps):
         step_fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return steps / (time.perf_counter() - t0)
+    return steps / (clock() - t0)
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -102,7 +105,11 @@ def main(argv: list[str] | None = None) -> float:
     ap.add_argument("--amp", action="store_true", help="bf16 autocast for our loop (CUDA only)")
     ap.add_argument("--channels-last", action="store_true", help="channels_last for our loop (CUDA only)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall time, or this process's CPU time (steadier on a shared machine; use with "
+                         "--threads 1, since idle-spinning threads would count)")
     args = ap.parse_args(argv)
+    clock: Clock = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -113,8 +120,8 @@ def main(argv: list[str] | None = None) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         ours = Trainer(cfg, MemorySink(), Path(tmp), probes=True)
         ours.start()
-        run_block(ours.advance, args.warmup, device)
-        run_block(plain.step, args.warmup, device)
+        run_block(ours.advance, args.warmup, device, clock)
+        run_block(plain.step, args.warmup, device, clock)
         print(f"DCGAN {args.image_size}x{args.image_size}, batch {args.batch}, {device}"
               f"{', bf16' if ours.amp else ''}{', channels_last' if ours.mem_format == torch.channels_last else ''}, "
               f"{torch.get_num_threads()} threads, {args.reps} x {args.steps} steps per loop")
@@ -122,7 +129,7 @@ def main(argv: list[str] | None = None) -> float:
         for rep in range(args.reps):
             first_ours = rep % 2 == 0
             for is_ours in (first_ours, not first_ours):
-                sps = run_block(ours.advance if is_ours else plain.step, args.steps, device)
+                sps = run_block(ours.advance if is_ours else plain.step, args.steps, device, clock)
                 (ours_sps if is_ours else plain_sps).append(sps)
             ratios.append(ours_sps[-1] / plain_sps[-1])
             print(f"  rep {rep + 1}: ganscope {ours_sps[-1]:.3f} steps/s, plain {plain_sps[-1]:.3f} steps/s, "

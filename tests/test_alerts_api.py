@@ -67,7 +67,9 @@ def test_alert_opens_updates_closes_and_sets_health(server):
         for lo in range(101, 301, 50):
             answer = post_metrics(c, run_id, batch(lo, lo + 50, loss__d=0.002, pred__fake=0.001))
         assert answer["action"] == "continue"  # on_failure: warn only reports
-        [a] = alerts(c, run_id)
+        # Batches arriving within 0.25 s of a judgement are judged together a moment later.
+        [a] = wait_for(lambda: [a for a in alerts(c, run_id) if a["last_step"] == 300], timeout=10,
+                       what="the alert to cover step 300")
         assert a["signature"] == "d_overpowering" and a["severity"] == "failing" and a["status"] == "open"
         assert 95 <= a["first_step"] <= 110 and a["last_step"] == 300
         ev = a["evidence"]
@@ -79,8 +81,9 @@ def test_alert_opens_updates_closes_and_sets_health(server):
         # Recovery lasting the persistence window closes the alert; health returns.
         for lo in range(301, 451, 50):
             post_metrics(c, run_id, batch(lo, lo + 50, loss__d=healthy_loss, pred__fake=0.3))
-        [a] = alerts(c, run_id)
-        assert a["status"] == "closed" and a["closed_at"] and a["last_step"] < 340
+        [a] = wait_for(lambda: [a for a in alerts(c, run_id) if a["status"] == "closed"], timeout=10,
+                       what="the alert to close")
+        assert a["closed_at"] and a["last_step"] < 340
         assert c.get(f"/api/runs/{run_id}").json()["health"] == "healthy"
 
 

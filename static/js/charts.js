@@ -122,6 +122,17 @@
   });
   const CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
 
+  // A fetched series plus the live points that arrived while the fetch was in flight (steps after its
+  // last one): a reload must not drop what the stream already delivered.
+  const withTail = (fetched, held, keepTail) => {
+    const f = fetched || { steps: [], values: [] };
+    if (!keepTail || !held || !held.steps.length) return f;
+    const last = f.steps.length ? f.steps[f.steps.length - 1] : -Infinity;
+    const i = held.steps.findIndex((st) => st > last);
+    if (i < 0) return f;
+    return { steps: f.steps.concat(held.steps.slice(i)), values: f.values.concat(held.values.slice(i)) };
+  };
+
   // --- base: zoom handling and alert drawing shared by both chart kinds ---------------------------
   class Chart {
     constructor(spec, div, ctx) {
@@ -202,9 +213,10 @@
       this.bad.x.push(step); this.bad.y.push(y); this.bad.text.push(GS.plotText(name) + " non-finite at step " + step);
     }
     setSeries(metrics) {
+      const old = this.data;
       this.data = {}; this.bad = { x: [], y: [], text: [] };
       for (const n of this.names) {
-        const src = metrics[n] || { steps: [], values: [] };
+        const src = withTail(metrics[n], old[n], !this.zoom);
         const s = { steps: [], values: [] };
         src.steps.forEach((st, i) => {
           const v = src.values[i];
@@ -303,9 +315,10 @@
   class HeatChart extends Chart {
     constructor(spec, div, ctx) { super(spec, div, ctx); this.raw = {}; }
     setSeries(metrics) {
+      const old = this.raw;
       this.raw = {};
       for (const n of this.names) {
-        const s = metrics[n] || { steps: [], values: [] };
+        const s = withTail(metrics[n], old[n], !this.zoom);
         this.raw[n] = { steps: s.steps.slice(), values: s.values.slice() };
         if (s.steps.length) this.lastStep[n] = Math.max(this.lastStep[n] ?? -Infinity, s.steps[s.steps.length - 1]);
       }

@@ -181,7 +181,8 @@
       if (t !== null && t !== undefined) top = Math.max(top ?? -Infinity, t);
       if (drew && t !== null) await new Promise((r) => setTimeout(r, 0));
     }
-    if (fresh.length) { await Promise.all(fresh.map((c) => c.reload())); renderAlerts(); }
+    // New charts load their history on the side: the flush (and the charts already live) do not wait.
+    for (const c of fresh) c.reload().then(renderAlertsSoon).catch((e) => console.error("chart", e));
     if (summary) {
       summary.last = summary.last || {};
       for (const [n, s] of Object.entries(metrics)) {
@@ -192,7 +193,7 @@
       if (summary.last["toy/modes"] !== undefined) toy.setModes(summary.last["toy/modes"]);
       renderHeaderSoon();
     }
-    noteDrawn(top ?? (fresh.length ? summary && summary.step : null));
+    noteDrawn(top);
   };
 
   // Events that arrive faster than the browser draws are merged: one extend per chart per flush. The
@@ -311,7 +312,9 @@
     metrics: onMetrics,
     alert: (a) => { alerts.set(a.id, a); if (loaded) renderAlertsSoon(); },
     status: (s) => {
-      summary = Object.assign(summary || {}, s, { last: Object.assign((summary && summary.last) || {}, s.last || {}) });
+      // A status event carries the step of its moment; points drawn since may be further on.
+      const step = Math.max((summary && summary.step) || 0, s.step || 0);
+      summary = Object.assign(summary || {}, s, { step, last: Object.assign((summary && summary.last) || {}, s.last || {}) });
       renderHeader();
     },
     sample: (s) => samples.add(s),
@@ -319,4 +322,5 @@
   });
 
   window.ganscope.charts = charts; // tests read chart data and shapes from here
+  window.ganscope.liveState = () => ({ flushing, pending: pending.length, backlog, step: summary && summary.step });
 })();
