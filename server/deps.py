@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from server.db import Database
 from server.live import Broker
@@ -26,3 +26,8 @@ def get_broker(request: Request) -> Broker:
 DB = Annotated[Database, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 BrokerDep = Annotated[Broker, Depends(get_broker)]
+
+# Path ids and steps fit a signed 64-bit column: larger numbers are a client error (422), not an overflow.
+MAX_INT64 = 2**63 - 1
+RunId = Annotated[int, Path(ge=1, le=MAX_INT64, description="Run id.")]
+StepParam = Annotated[int, Path(ge=0, le=MAX_INT64, description="Training step.")]

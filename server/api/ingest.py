@@ -26,7 +26,7 @@ from server.api.common import (
 )
 from server.auth import Authorized
 from server.db import Database
-from server.deps import DB, BrokerDep, SettingsDep
+from server.deps import DB, MAX_INT64, BrokerDep, SettingsDep, RunId, StepParam
 from server.downsample import to_json
 from server.live import Broker
 from server.store import artifacts, queue as queue_store
@@ -75,8 +75,8 @@ def parse_series(data: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if s.ndim != 1 or s.dtype.kind not in "iu":
             errors.append((loc + ["steps"], "steps must be integers (within int64)"))
             continue
-        if int(s.min()) < 0:
-            errors.append((loc + ["steps"], "steps must be >= 0"))
+        if int(s.min()) < 0 or int(s.max()) > MAX_INT64:
+            errors.append((loc + ["steps"], "steps must be >= 0 and fit in 64 bits"))
             continue
         try:
             # null -> NaN; "nan", "inf", "-inf" parse as themselves.
@@ -135,7 +135,7 @@ def ingest_metrics(db: Database, broker: Broker, detectors_on: bool, run_id: int
 @router.post("/api/runs/{run_id}/metrics", openapi_extra=_METRICS_BODY,
              responses={404: {"description": "unknown run"}, 413: {"description": "body too large"},
                         503: {"description": "storage error: retry later"}})
-async def post_metrics(run_id: int, request: Request, _: Authorized, db: DB, broker: BrokerDep,
+async def post_metrics(run_id: RunId, request: Request, _: Authorized, db: DB, broker: BrokerDep,
                        settings: SettingsDep) -> dict[str, Any]:
     """Store a batch of points. Idempotent on (run, name, step): the first value wins.
     Answer {accepted, duplicates, action, reason}; action tells a worker to continue, cancel, stop or release."""
@@ -152,8 +152,8 @@ def _check_kind(kind: str) -> None:
 @router.post("/api/runs/{run_id}/samples", status_code=201,
              openapi_extra={"requestBody": {"required": True, "content": {"image/png": {"schema": {
                  "type": "string", "format": "binary"}}}}})
-async def post_sample(run_id: int, request: Request, _: Authorized, db: DB, broker: BrokerDep,
-                      settings: SettingsDep, step: Annotated[int, Query(ge=0)],
+async def post_sample(run_id: RunId, request: Request, _: Authorized, db: DB, broker: BrokerDep,
+                      settings: SettingsDep, step: Annotated[int, Query(ge=0, le=MAX_INT64)],
                       kind: Annotated[str, Query()] = "grid") -> Response:
     """A sample grid PNG (raw body) for a step; a re-upload replaces it. 201 {step, kind, url}."""
     _check_kind(kind)
@@ -173,15 +173,15 @@ async def post_sample(run_id: int, request: Request, _: Authorized, db: DB, brok
 
 
 @router.post("/api/runs/{run_id}/snapshots", status_code=201)
-async def post_snapshot(run_id: int, request: Request, _: Authorized, db: DB, broker: BrokerDep) -> Response:
+async def post_snapshot(run_id: RunId, request: Request, _: Authorized, db: DB, broker: BrokerDep) -> Response:
     """{"step", "kind": "toy", "payload": {...}}: a density/scatter snapshot; re-posting a step replaces it."""
     data = parse_json(await read_body(request, json_limit(request), "snapshot"))
     errors: list[tuple[list[Any], str]] = []
     if not isinstance(data, dict):
         raise unprocessable([(["body"], "expected {\"step\": int, \"kind\": str, \"payload\": {...}}")])
     step, kind, payload = data.get("step"), data.get("kind", "toy"), data.get("payload")
-    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-        errors.append((["body", "step"], "step must be an integer >= 0"))
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= MAX_INT64:
+        errors.append((["body", "step"], "step must be an integer >= 0 that fits in 64 bits"))
     if not isinstance(kind, str) or not artifacts.KIND_RE.match(kind):
         errors.append((["body", "kind"], "kind must be 1-32 lowercase letters, digits or _"))
     if not isinstance(payload, dict):
@@ -209,7 +209,7 @@ def _must_exist(db: Database, run_id: int) -> None:
 @router.put("/api/runs/{run_id}/checkpoints/{step}", status_code=201,
             openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"}}}}})
-async def put_checkpoint(run_id: int, step: int, request: Request, _: Authorized, db: DB,
+async def put_checkpoint(run_id: RunId, step: StepParam, request: Request, _: Authorized, db: DB,
                          settings: SettingsDep) -> Response:
     """Raw checkpoint bytes for a step, streamed to disk (never held whole in memory). 201 {step, size}."""
     if step < 0:
@@ -263,18 +263,18 @@ def _send_checkpoint(db: Database, settings: Any, run_id: int, step: int | None)
 
 
 @router.get("/api/runs/{run_id}/checkpoints/latest", response_class=FileResponse)
-def latest_checkpoint(run_id: int, db: DB, settings: SettingsDep) -> FileResponse:
+def latest_checkpoint(run_id: RunId, db: DB, settings: SettingsDep) -> FileResponse:
     """The newest checkpoint's bytes, its step in the X-Ganscope-Step header; 404 when none."""
     return _send_checkpoint(db, settings, run_id, None)
 
 
 @router.get("/api/runs/{run_id}/checkpoints/{step}", response_class=FileResponse)
-def checkpoint_at(run_id: int, step: int, db: DB, settings: SettingsDep) -> FileResponse:
+def checkpoint_at(run_id: RunId, step: StepParam, db: DB, settings: SettingsDep) -> FileResponse:
     return _send_checkpoint(db, settings, run_id, step)
 
 
 @router.get("/api/runs/{run_id}/checkpoints")
-def list_checkpoints(run_id: int, db: DB) -> dict[str, Any]:
+def list_checkpoints(run_id: RunId, db: DB) -> dict[str, Any]:
     with db.read() as s:
         if get_run(s, run_id) is None:
             raise not_found(run_id)

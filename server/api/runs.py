@@ -16,7 +16,7 @@ from server.api.common import (
 )
 from server.api.jobs import validate_config
 from server.auth import Authorized
-from server.deps import DB, BrokerDep, SettingsDep
+from server.deps import DB, BrokerDep, SettingsDep, MAX_INT64, RunId, StepParam
 from server.downsample import downsample, select_range
 from server.store import artifacts, queue as queue_store
 from server.store import metrics as metrics_store
@@ -34,7 +34,7 @@ def list_runs(db: DB,
               sort: Annotated[str, Query(description="created|started|finished|name|status|step|id|priority; "
                                                      "'-' prefix for descending")] = "-created",
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+              offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0) -> dict[str, Any]:
     """Runs with status, health, step, times and key config: {runs, total, limit, offset}."""
     statuses = [x.strip() for x in status.split(",") if x.strip()] if status else None
     errors = []
@@ -83,7 +83,7 @@ async def create_sdk_run(request: Request, _: Authorized, db: DB, broker: Broker
 
 
 @router.get("/api/runs/{run_id}")
-def get_run(run_id: int, db: DB) -> dict[str, Any]:
+def get_run(run_id: RunId, db: DB) -> dict[str, Any]:
     """One run: summary plus config and metric_names; `last` holds every metric's latest value."""
     with db.read() as s:
         run = runs_store.get_run(s, run_id)
@@ -93,13 +93,13 @@ def get_run(run_id: int, db: DB) -> dict[str, Any]:
 
 
 @router.get("/api/runs/{run_id}/metrics")
-def get_metrics(run_id: int, db: DB,
+def get_metrics(run_id: RunId, db: DB,
                 names: Annotated[str | None, Query(description="comma-separated; 'grad/d/*' is a prefix; "
                                                              "omitted: every metric")] = None,
                 max_points: Annotated[int, Query(ge=1, le=MAX_POINTS_CAP)] = 2000,
-                since_step: Annotated[int | None, Query(description="only points after this step")] = None,
-                start: Annotated[int | None, Query(description="first step of a range (inclusive)")] = None,
-                end: Annotated[int | None, Query(description="last step of a range (inclusive)")] = None) -> Response:
+                since_step: Annotated[int | None, Query(ge=-1, le=MAX_INT64, description="only points after this step")] = None,
+                start: Annotated[int | None, Query(ge=0, le=MAX_INT64, description="first step of a range (inclusive)")] = None,
+                end: Annotated[int | None, Query(ge=0, le=MAX_INT64, description="last step of a range (inclusive)")] = None) -> Response:
     """{"metrics": {name: {"steps", "values"}}}, each at most max_points long; per bucket the first, min, max
     and last point and every non-finite point (null) are kept, so spikes and drops stay visible."""
     if start is not None and end is not None and end < start:
@@ -122,7 +122,7 @@ def get_metrics(run_id: int, db: DB,
 
 
 @router.get("/api/runs/{run_id}/samples")
-def list_samples(run_id: int, db: DB, kind: Annotated[str | None, Query(max_length=32)] = None) -> dict[str, Any]:
+def list_samples(run_id: RunId, db: DB, kind: Annotated[str | None, Query(max_length=32)] = None) -> dict[str, Any]:
     """{"samples": [{"step", "kind", "url"}]} by step; the URL serves the PNG."""
     with db.read() as s:
         if runs_store.get_run(s, run_id) is None:
@@ -131,7 +131,7 @@ def list_samples(run_id: int, db: DB, kind: Annotated[str | None, Query(max_leng
 
 
 @router.get("/api/runs/{run_id}/samples/{kind}/{step}.png", response_class=FileResponse)
-def sample_png(run_id: int, kind: str, step: int, db: DB, settings: SettingsDep) -> FileResponse:
+def sample_png(run_id: RunId, kind: str, step: StepParam, db: DB, settings: SettingsDep) -> FileResponse:
     with db.read() as s:
         path = artifacts.sample_file(s, settings.artifacts_dir, run_id, kind, step)
     if path is None:
@@ -141,8 +141,8 @@ def sample_png(run_id: int, kind: str, step: int, db: DB, settings: SettingsDep)
 
 
 @router.get("/api/runs/{run_id}/snapshots")
-def get_snapshots(run_id: int, db: DB, kind: Annotated[str, Query(max_length=32)] = "toy",
-                  step: Annotated[int | None, Query(description="the snapshot at or before this step")] = None
+def get_snapshots(run_id: RunId, db: DB, kind: Annotated[str, Query(max_length=32)] = "toy",
+                  step: Annotated[int | None, Query(ge=0, le=MAX_INT64, description="the snapshot at or before this step")] = None
                   ) -> dict[str, Any]:
     """{"steps": [...], "snapshot": {"step", "payload"} | null}: latest by default."""
     with db.read() as s:
@@ -152,7 +152,7 @@ def get_snapshots(run_id: int, db: DB, kind: Annotated[str, Query(max_length=32)
 
 
 @router.post("/api/runs/{run_id}/cancel")
-def cancel_run(run_id: int, _: Authorized, db: DB, broker: BrokerDep) -> dict[str, Any]:
+def cancel_run(run_id: RunId, _: Authorized, db: DB, broker: BrokerDep) -> dict[str, Any]:
     """Queued: cancelled now. Running: its worker is told at its next heartbeat and ends it as 'cancelled'.
     409 when the run has already finished."""
     with http_errors(), storage_errors("cancelling a run"), db.write() as s:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.common import http_errors, publish_status, storage_errors
 from server.auth import Authorized
-from server.deps import DB, BrokerDep
+from server.deps import DB, BrokerDep, MAX_INT64, RunId, StepParam
 from server.store import queue as queue_store
 from server.store.util import iso
 
@@ -33,15 +33,15 @@ class ClaimBody(BaseModel):
 class HeartbeatBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     worker_id: WorkerId
-    run_id: int | None = Field(None, ge=1)
-    step: int | None = Field(None, ge=0)
+    run_id: int | None = Field(None, ge=1, le=MAX_INT64)
+    step: int | None = Field(None, ge=0, le=MAX_INT64)
 
 
 class FinishBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     worker_id: WorkerId | None = None
     status: Literal["succeeded", "failed", "cancelled", "stopped", "handback"]
-    step: int | None = Field(None, ge=0)
+    step: int | None = Field(None, ge=0, le=MAX_INT64)
     error: str | None = Field(None, max_length=100_000)
 
 
@@ -74,7 +74,7 @@ def heartbeat(body: HeartbeatBody, _: Authorized, db: DB) -> dict[str, Any]:
 
 
 @router.post("/api/runs/{run_id}/finish")
-def finish(run_id: int, body: FinishBody, _: Authorized, db: DB, broker: BrokerDep) -> dict[str, Any]:
+def finish(run_id: RunId, body: FinishBody, _: Authorized, db: DB, broker: BrokerDep) -> dict[str, Any]:
     """Final status of a run (or 'handback': requeue). 409 when the worker does not hold the run."""
     with http_errors(), storage_errors("finishing a run"), db.write() as s:
         run, changed = queue_store.finish(s, run_id, body.worker_id, body.status, body.step, body.error)
