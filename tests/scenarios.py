@@ -101,6 +101,7 @@ class Scenario:
     expect: tuple[str, ...] = ()  # signatures that must be flagged; () for a healthy run
     onset: Callable[[Metrics], int | None] = start
     why: str = ""
+    other_onsets: tuple[tuple[str, Callable[[Metrics], int | None]], ...] = ()  # per-signature, when they differ
 
     def job(self, seed: int | None = None) -> JobConfig:
         return JobConfig(**{**COMMON, **self.config, **({"seed": seed} if seed is not None else {})})
@@ -177,15 +178,19 @@ class Outcome:
     seed: int | None
     fired: dict[str, int]  # signature -> step at which it was first flagged
     severities: dict[str, str]
-    onset: int | None
+    onsets: dict[str, int | None]  # expected signature -> step its symptom first shows in the raw metrics
     seconds: float
     judge_s: float
     metrics: Metrics
 
+    @property
+    def onset(self) -> int | None:
+        return self.onsets.get(self.scenario.expect[0]) if self.scenario.expect else self.onsets.get("")
+
     def delay(self, sig: str) -> int | None:
-        if sig not in self.fired or self.onset is None:
+        if sig not in self.fired or self.onsets.get(sig) is None:
             return None
-        return max(0, self.fired[sig] - self.onset)
+        return max(0, self.fired[sig] - self.onsets[sig])
 
 
 def run(sc: Scenario, seed: int | None = None) -> Outcome:
@@ -198,5 +203,7 @@ def run(sc: Scenario, seed: int | None = None) -> Outcome:
     metrics = {n: (np.asarray(s, dtype=np.int64), np.asarray(v, dtype=np.float64)) for n, (s, v) in sink.metrics.items()}
     fired = sink.det.fired()
     sev = {a.signature: a.severity for a in sink.det.history}
-    return Outcome(sc, seed, fired, sev, sc.onset(metrics), seconds, sink.judge_s, metrics)
+    special = dict(sc.other_onsets)
+    onsets = {sig: special.get(sig, sc.onset)(metrics) for sig in sc.expect} or {"": sc.onset(metrics)}
+    return Outcome(sc, seed, fired, sev, onsets, seconds, sink.judge_s, metrics)
 

@@ -89,7 +89,8 @@ def test_live_run_page_with_a_real_worker(server, spawn_worker, browser) -> None
             "return Object.entries(before).every(([k, s]) => Math.max(...Object.values(c.get(k).lastStep)) > s + 10) }",
             timeout=120_000)
         assert page.evaluate("window.__same_document === true")
-        assert page.evaluate("window.ganscope.drawLog.length") > 0
+        # Appended by the live path (extendTraces), which logs a point once the frame showing it is painted.
+        page.wait_for_function("window.ganscope.drawLog.length > 0", timeout=10_000)
         # What the chart holds is what Plotly draws: the trace's last x is the last step received.
         drawn_x, held = page.evaluate("""() => { const c = window.ganscope.charts.get('d_loss');
             const xs = c.div.data[1].x; return [xs[xs.length - 1], c.lastStep['loss/d']]; }""")
@@ -248,7 +249,21 @@ def test_hostile_run_name_renders_as_text(server, browser) -> None:
             ready(page)
             assert page.get_by_text(EVIL).first.is_visible(), path  # the name, shown as text
             assert page.locator('img[src="x"]').count() == 0, path
-        page.wait_for_timeout(300)
+        # Filter and sort on the runs list.
+        with server.client() as c:
+            c.post("/api/runs", json={"name": "plain run", "config": {}})
+        page.goto(server.url + "/")
+        ready(page)
+        page.wait_for_function("document.querySelectorAll('#runs tbody tr').length === 2")
+        page.fill("#filter-text", "plain")
+        page.wait_for_function("document.querySelectorAll('#runs tbody tr').length === 1")
+        assert page.inner_text("#runs tbody tr .run-name") == "plain run"
+        page.fill("#filter-text", "")
+        page.click("#runs th[data-sort=name]")  # ascending by name: '<img…' sorts before 'plain run'
+        page.wait_for_function("document.querySelectorAll('#runs tbody tr').length === 2")
+        names = page.eval_on_selector_all("#runs tbody .run-name", "els => els.map(e => e.textContent)")
+        assert names == sorted(names) and EVIL in names
+        assert "sort=name" in page.url
     assert log.dialogs == []
     assert not log.problems(), log.problems()
 

@@ -161,3 +161,28 @@ def test_no_host_read_per_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         counts.append(list(calls))
         monkeypatch.undo()
     assert counts[0] and len(counts[0]) == len(counts[1]), counts
+
+
+@pytest.mark.parametrize("dataset", ["shapes", "ring8"])
+def test_a_diverged_run_keeps_reporting_non_finite_values(tmp_path: Path, dataset: str) -> None:
+    from trainer.loop import Trainer
+
+    sink = MemorySink()
+    cfg = _img(dataset=dataset, toy_hidden=16, steps=8, sample_every=2, toy_every=2, checkpoint_every=4)
+    trainer = Trainer(cfg, sink, tmp_path)
+    assert trainer.start() is None
+    trainer.advance()
+    with torch.no_grad():                       # what a blow-up leaves behind
+        next(iter(trainer.state.g.param_layers().values()))[0].fill_(float("nan"))
+    while trainer.state.step < trainer.total:
+        trainer.advance()
+    trainer.flush()
+    assert math.isfinite(sink.values("loss/g")[0])
+    assert all(math.isnan(v) for v in sink.values("loss/g")[1:])       # kept as NaN, never dropped
+    first = "grad/g/" + trainer.state.g.first_layer
+    assert all(math.isnan(v) for v in sink.values(first)[1:])
+    assert sink.series("loss/d")[0] == list(range(1, 9))
+    if dataset == "ring8":
+        assert sink.values("toy/modes")[-1] == 0 and sink.snapshots[-1].step == 8
+    else:
+        assert sink.samples_of("grid")[-1].step == 8

@@ -8,8 +8,6 @@ rows on the device and hands them to the host in one ``.tolist()`` per flush.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 

@@ -342,10 +342,15 @@ def remedy_for(sig_id: str, config: dict[str, Any] | None) -> dict[str, Any]:
     elif sig_id in ("exploding_grad", "oscillation", "nonfinite"):
         change["lr_d"] = min(lr_d / 10, 2e-5)
         change["lr_g"] = min(lr_g / 10, 2e-5)
-    elif sig_id == "mode_collapse" and lr_g > lr_d:
-        change["lr_g"] = lr_d
+    elif sig_id == "mode_collapse":
+        if lr_g > lr_d:
+            change["lr_g"] = lr_d
+        if int(cfg.get("g_steps", 1)) > 1:
+            change["g_steps"] = 1  # G updated several times per D update settled on one mode in our runs
     elif sig_id == "d_not_learning":
         change["lr_d"] = max(lr_d, 2e-4)
+        if lr_g > change["lr_d"]:
+            change["lr_g"] = change["lr_d"]  # a G far faster than D kept it at chance in the measured runs
     elif sig_id == "capacity_imbalance":
         width = max(int(cfg.get("ngf", 64)), int(cfg.get("ndf", 64)))
         change = {"ngf": width, "ndf": width}

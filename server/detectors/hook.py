@@ -21,11 +21,12 @@ import weakref
 from typing import Any
 
 import numpy as np
+from sqlalchemy import select
 
 from server.db import Database
 from server.detectors.engine import EARLY_STEPS, KEEP_STEPS, AlertState, Change, Engine, RunDetector
 from server.live import Broker
-from server.schema import Alert, Run
+from server.schema import Alert, MetricLatest, Run
 from server.store import alerts as alerts_store
 from server.store import metrics as metrics_store
 
@@ -81,8 +82,11 @@ def clean(obj: Any) -> Any:
     return obj
 
 
-def _load(db: Database, run_id: int) -> RunDetector | None:
-    """A run's detector rebuilt from the store: config, open alerts, the first and the latest steps."""
+def _load(db: Database, run_id: int, batch: dict[str, tuple[np.ndarray, np.ndarray]]) -> RunDetector | None:
+    """A run's detector rebuilt from the store: config, open alerts, the first and the latest steps.
+
+    A run whose stored points are exactly this batch (its first) has no history to read back.
+    """
     with db.read() as s:
         run = s.get(Run, run_id)
         if run is None:
@@ -91,13 +95,16 @@ def _load(db: Database, run_id: int) -> RunDetector | None:
                              a.remedy or {}, status=a.status, id=a.id)
                   for a in alerts_store.list_for_run(s, run_id, "open")]
         det = RunDetector(run.config or {}, alerts)
-        names = metrics_store.names(s, run_id)
-        if names:
-            early = metrics_store.read_raw(s, run_id, names, end=EARLY_STEPS)
-            det.add(early)
+        # metric_latest's primary key: every name of the run with its point count
+        counts = dict(s.execute(select(MetricLatest.name, MetricLatest.count)
+                                .where(MetricLatest.run_id == run_id)).all())
+        if all(counts.get(n) == st.size for n, (st, _) in batch.items()) and set(counts) <= set(batch):
+            return det
+        names = list(counts)
+        det.add(metrics_store.read_raw(s, run_id, names, end=EARLY_STEPS))
+        if int(run.step) > EARLY_STEPS:
             start = max(int(run.step) - KEEP_STEPS, EARLY_STEPS + 1)
-            if int(run.step) > EARLY_STEPS:
-                det.add(metrics_store.read_raw(s, run_id, names, start=start))
+            det.add(metrics_store.read_raw(s, run_id, names, start=start))
         return det
 
 
@@ -113,7 +120,7 @@ def process_ingest(db: Database, broker: Broker, run_id: int,
     eng = engine_for(db, broker)
     det = eng.get(run_id)
     if det is None:
-        loaded = _load(db, run_id)
+        loaded = _load(db, run_id, series)
         if loaded is None:
             return False
         det = eng.put(run_id, loaded)
