@@ -151,7 +151,7 @@
     hook() {
       this.div.on("plotly_relayout", (ev) => {
         if (this.silent) return;
-        if (ev["xaxis.autorange"] || ev.autosize) this.setRange(null, true);
+        if (ev["xaxis.autorange"]) this.setRange(null, true); // autoscale (double click); a resize is no zoom
         else if (ev["xaxis.range[0]"] !== undefined) this.setRange([ev["xaxis.range[0]"], ev["xaxis.range[1]"]], true);
         else if (Array.isArray(ev["xaxis.range"])) this.setRange(ev["xaxis.range"], true);
       });
