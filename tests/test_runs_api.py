@@ -51,6 +51,10 @@ def test_job_422_names_every_bad_field(c: httpx.Client) -> None:
     assert "cap of 256" in msgs["batch_size"] and "cap of 100000" in msgs["steps"]
     r = c.post("/api/jobs", json={"detectors": {"Bad Id": {"x": 1}}})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", "detectors"]
+    r = c.post("/api/jobs", json={"detectors": {"d_overpowering": {"loss_d_maxx": 0.1}}})
+    assert r.status_code == 422 and "unknown threshold 'loss_d_maxx'" in r.json()["detail"][0]["msg"]
+    r = c.post("/api/jobs", json={"detectors": {"collapse": {}}})
+    assert r.status_code == 422 and "unknown signature 'collapse'" in r.json()["detail"][0]["msg"]
     assert c.post("/api/jobs", json={"detectors": {"mode_collapse": {"window": 200}}}).status_code == 201
     r = c.post("/api/jobs", content=b"[1, 2]", headers={"content-type": "application/json"})
     assert r.status_code == 422 and "JSON object" in r.json()["detail"][0]["msg"]

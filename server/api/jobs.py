@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
+from server.detectors.catalog import validate_overrides
 from server.api.common import (
     json_limit, json_response, parse_json, publish_status, read_body, storage_errors, unprocessable,
 )
@@ -42,8 +43,9 @@ def validate_config(data: Any, limits: Any, *, partial_ok: bool = False) -> JobC
     except ValidationError as exc:
         raise unprocessable(validation_errors(exc)) from None
     errors = cfg.check_limits(limits)
-    # The detector catalog belongs to server/detectors; here only the shape is checked, so a typo'd
-    # threshold name reaches the detectors helper's own validation rather than a server error.
+    # A typo'd signature or threshold would silently do nothing: name it against the catalog.
+    for msg in validate_overrides(cfg.detectors):
+        errors.append({"loc": ["body", "detectors"], "type": "value_error", "msg": msg})
     for sig, overrides in cfg.detectors.items():
         if not _SIGNATURE_ID.match(sig):
             errors.append({"loc": ["body", "detectors", sig], "type": "value_error",
