@@ -76,8 +76,8 @@ def test_live_run_page_with_a_real_worker(server, spawn_worker, browser) -> None
         ready(page)
         page.evaluate("window.__same_document = true")
         page.wait_for_function(
-            f"() => {{ const c = window.ganscope.charts; return {json.dumps(CORE_CHARTS)}.every("
-            "k => c.has(k) && c.get(k).drawn && c.get(k).pointCount() > 0) }", timeout=180_000)
+            f"() => {{ const c = window.ganscope.charts; return {json.dumps(CORE_CHARTS)}.every(k => c.has(k))"
+            " && [...c.values()].every(x => x.drawn && x.pointCount() > 0) }", timeout=180_000)
         first = page.evaluate(CHARTS_STATE)
         assert all(v["n"] > 0 for v in first.values()), first  # every chart shown has data
         assert first["grad_first"]["names"] == ["grad/d/conv1", "grad/g/convT1"]  # first layers, in layer order

@@ -54,8 +54,11 @@ def test_kill9_worker_job_resumes_from_checkpoint_on_another(home: Path, spawn_w
     server = start_server(home, GANSCOPE_STALL_SECONDS="3")
     try:
         c = server.client()
-        steps = 600
-        run_id, a, b = _two_workers_then_job(server, spawn_worker, name="kill -9", steps=steps, **LONG)
+        steps = 2000
+        # Checkpoints far apart and flushes close together: at almost any instant the server holds points
+        # beyond the last checkpoint, which is the overlap a resumed job must not duplicate.
+        cfg = {**LONG, "checkpoint_every": 200, "flush_every": 10}
+        run_id, a, b = _two_workers_then_job(server, spawn_worker, name="kill -9", steps=steps, **cfg)
         # Kill once a checkpoint is on the server and later points too (the resumed job will repeat them).
         wait_for(lambda: (k := _checkpoint_step(c, run_id)) >= 200 and run_of(c, run_id)["step"] > k,
                  timeout=90, what="a checkpoint upload and points beyond it")

@@ -184,7 +184,9 @@ def test_readme_commands_on_a_fresh_clone(tmp_path: Path) -> None:
     tests = subprocess.run([*readme_command("tests").split(), f"PYTEST_ARGS={quick}"], cwd=clone, env=env,
                            capture_output=True, text=True, timeout=600)
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
-    summary = tests.stdout.strip().splitlines()[-1]
+    # pytest's closing line; under an outer `make` (as in CI) make's "Leaving directory" may follow it.
+    closing = [line for line in tests.stdout.splitlines() if re.search(r"\d+ passed", line)]
+    summary = closing[-1] if closing else tests.stdout[-2000:]
     m = re.search(r"(\d+) passed", summary)
     assert m and int(m.group(1)) >= 6 and "failed" not in summary, summary
     assert str(clone) in tests.stdout  # pytest's rootdir: the clone's tests ran, not the main checkout's
