@@ -6,10 +6,10 @@ in-process; each metrics flush is judged by the detector engine exactly as inges
 
 Prints per signature: recall (provoked runs flagged with that id), the median / max delay from
 the symptom's onset in the raw metrics to the alert; then false alarms on healthy runs, the
-detectors' cost, and — with --ingest — the server's ingest CPU with detectors on against off.
+detectors' cost (what the detectors add to the server's ingest: `python -m bench.ingest`).
 Last line: `recall <r> false_alarms <n> delay_p95 <steps>`.
 
-Usage: python -m bench.detect [--seeds 0,1] [--quick-only] [--ingest] [--max-minutes M]
+Usage: python -m bench.detect [--seeds 0,1] [--quick-only] [--max-minutes M]
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -108,68 +107,10 @@ def report(outcomes: list[Outcome]) -> tuple[float, int, float]:
     return recall, len(alarms), p95
 
 
-RUNS_PER_PASS = 5
-
-
-def ingest_overhead(repeat: int = 5) -> None:
-    """Server CPU for ingesting a real run's flushes as fast as they can be posted, detectors on against off
-    (bench/ingest.py's measure, on a real metric stream: losses, predictions, per-layer probes)."""
-    import httpx
-    import orjson
-
-    from bench.ingest import proc_cpu_s
-    from tests.harness import start_server
-    from tests.scenarios import DetectingSink
-    from trainer.loop import train
-
-    base = next(s for s in QUICK if s.name == "shapes_healthy")
-    sc = Scenario("ingest_stream", {**base.config, "steps": 1000})  # one real 16px DCGAN run, every flush
-    cfg = sc.job()
-    flushes: list[dict] = []
-
-    class Recorder(DetectingSink):
-        def on_metrics(self, series):  # noqa: ANN001
-            flushes.append(series)
-            super().on_metrics(series)
-
-    with tempfile.TemporaryDirectory() as wd:
-        train(cfg, Recorder(config=cfg.model_dump(mode="json")), wd)
-    bodies = [orjson.dumps({"series": {n: {"steps": st, "values": v} for n, (st, v) in f.items()}})
-              for f in flushes]
-    points = sum(len(st) for f in flushes for st, _ in f.values()) * RUNS_PER_PASS
-    # Both servers up at once and passes interleaved (off, on, off, on, ...), the best of each kept: load
-    # from other processes drifts, and a sequential off-then-on comparison would measure the drift.
-    cpu = {"off": float("inf"), "on": float("inf")}
-    with tempfile.TemporaryDirectory() as h1, tempfile.TemporaryDirectory() as h2:
-        servers = {"off": start_server(Path(h1), GANSCOPE_DETECTORS="off"),
-                   "on": start_server(Path(h2), GANSCOPE_DETECTORS="on")}
-        try:
-            for k in range(repeat):
-                for mode, server in servers.items():
-                    with httpx.Client(base_url=server.url, timeout=60) as c:
-                        runs = [c.post("/api/runs", json={"name": f"d-{mode}-{k}-{i}", "config": sc.config}).json()["id"]
-                                for i in range(RUNS_PER_PASS)]
-                        before = proc_cpu_s(server.proc.pid)
-                        for run_id in runs:  # the same real stream into several fresh runs
-                            for body in bodies:
-                                r = c.post(f"/api/runs/{run_id}/metrics", content=body,
-                                           headers={"content-type": "application/json"})
-                                r.raise_for_status()
-                        cpu[mode] = min(cpu[mode], proc_cpu_s(server.proc.pid) - before)
-        finally:
-            for server in servers.values():
-                server.stop()
-    over = (cpu["on"] - cpu["off"]) / cpu["off"] * 100 if cpu["off"] else float("nan")
-    print(f"\ningest of a real run's stream into {RUNS_PER_PASS} runs ({len(bodies) * RUNS_PER_PASS} batches, "
-          f"{points:,} points), best of {repeat} interleaved passes, server CPU: "
-          f"detectors off {cpu['off']:.2f}s, on {cpu['on']:.2f}s — overhead {over:+.1f}%")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1", help="seeds of the quick corpus (extras run with the first)")
     ap.add_argument("--quick-only", action="store_true", help="only tests/scenarios.py's QUICK recipes")
-    ap.add_argument("--ingest", action="store_true", help="also measure ingest CPU with detectors on vs off")
     ap.add_argument("--max-minutes", type=float, default=10.0, help="stop starting runs after this long")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -198,8 +139,6 @@ def main() -> None:
     print(f"\ndetectors judged every flush in {judge:.2f}s of {trained:.0f}s training "
           f"({100 * judge / max(trained, 1e-9):.2f}%); wall {time.perf_counter() - t0:.0f}s, "
           f"CPU {time.process_time() - cpu0:.0f}s")
-    if args.ingest:
-        ingest_overhead()
     print(f"recall {recall:.3f} false_alarms {alarms} delay_p95 {p95:.0f}")
 
 

@@ -283,3 +283,27 @@ def test_engine_judges_a_batch_cheaply():
     per_batch = (time.process_time() - t) / len(batches[10:])
     # 50 steps x 40 series per batch: ~1 ms on an idle core; storing such a batch costs tens of ms
     assert per_batch < 0.01, f"{per_batch * 1e3:.1f} ms per batch"
+
+
+def test_engine_ingest_filter_keeps_what_the_rules_read():
+    """Ingest queues `relevant(batch)`: once the early-window verdicts are final it drops series no rule
+    reads (weights, G's updates, lr, perf) from finite batches — and judging must not change."""
+    cfg = {"dataset": "shapes", "image_size": 16, "ngf": 8, "ndf": 8, "init_std": 0.2}  # poor_init will fire
+    n = 600
+    cols = {k: np.full(n, v[0]) for k, (_, v) in _weights(cfg, 1.0).items()}
+    cols |= {"loss/d": noisy(0.9, n, 0.1), "pred/fake": noisy(0.3, n, 0.02), "lr/d": np.full(n, 2e-4)}
+    cols["loss/d"][300:500] = 0.001
+    cols["pred/fake"][300:500] = 0.001  # D wins mid-run
+    cols["weight/g/convT1"][550] = math.inf  # a non-finite point in a series no windowed rule reads
+    full, filtered = RunDetector(cfg), RunDetector(cfg)
+    dropped = set()
+    for b in _batches(cols):
+        full.feed(b)
+        finite = all(np.isfinite(v).all() for _, v in b.values())
+        kept = filtered.relevant(b, finite)
+        dropped |= set(b) - set(kept)
+        filtered.feed(kept, finite=finite)
+    assert "weight/g/convT1" in dropped and "lr/d" in dropped and "loss/d" not in dropped
+    assert [(a.signature, a.first_step, a.last_step, a.status) for a in full.history] == \
+        [(a.signature, a.first_step, a.last_step, a.status) for a in filtered.history]
+    assert {"poor_init", "d_overpowering", "nonfinite"} <= set(filtered.fired())

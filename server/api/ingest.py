@@ -117,7 +117,7 @@ def ingest_metrics(db: Database, broker: Broker, detectors_on: bool, run_id: int
             try:
                 from server.detectors import hook
 
-                stopped = hook.process_ingest(db, broker, run_id, result.accepted)
+                stopped = hook.process_ingest(db, broker, run_id, result.accepted, result.nonfinite)
             except Exception:  # noqa: BLE001 - points are committed; a detector bug must not make the sender retry
                 log.exception("detectors failed on run %s", run_id)
                 stopped = False

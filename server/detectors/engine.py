@@ -98,8 +98,10 @@ class RunDetector:
     _trimmed: int = field(default=-(10**18), init=False, repr=False)
     _bad_step: int | None = field(default=None, init=False, repr=False)  # latest step with a NaN/Inf
     _judged: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # rule -> step judged at
+    _watched: dict[str, bool] = field(default_factory=dict, init=False, repr=False)  # name -> read by a rule
     # Ingest's coalescing (hook.py): batches waiting to be judged, and when the run was last judged.
-    queue: list[dict[str, tuple[Any, Any]]] = field(default_factory=list, init=False, repr=False)
+    queue: list[Mapping[str, Series]] = field(default_factory=list, init=False, repr=False)
+    queue_finite: bool = field(default=True, init=False, repr=False)  # no NaN/Inf among the queued batches
     judged_at: float = field(default=float("-inf"), init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -114,8 +116,27 @@ class RunDetector:
         self.alerts = ()
 
     # --- windows ------------------------------------------------------------------------------
-    def add(self, series: Mapping[str, tuple[Any, Any]], origin: int | None = None) -> None:
-        """Merge points into the windows without judging (also used to rebuild after a restart)."""
+    def relevant(self, batch: Mapping[str, Series], finite: bool) -> Mapping[str, Series]:
+        """What the rules can still use of an ingested batch. Ingest queues only this, so weights, G's
+        updates, lr and perf series (half a DCGAN run's names) cost nothing more once the early-window
+        rules' verdicts are final: no other rule reads them unless they are non-finite."""
+        if not finite or len(self._static) < len(STATIC):
+            return batch
+        watched = self._watched
+        keep = {}
+        for name, sv in batch.items():
+            w = watched.get(name)
+            if w is None:
+                w = watched[name] = name.startswith(WATCHED)
+            if w:
+                keep[name] = sv
+        return keep
+
+    def add(self, series: Mapping[str, tuple[Any, Any]], origin: int | None = None, finite: bool | None = None) -> None:
+        """Merge points into the windows without judging (also used to rebuild after a restart).
+
+        `finite`: the caller already knows whether the batch holds a NaN/Inf (ingest's store counts them).
+        """
         batch = {name: (s if type(s) is np.ndarray and s.dtype == np.int64 else np.asarray(s, dtype=np.int64),
                         v if type(v) is np.ndarray and v.dtype == np.float64 else np.asarray(v, dtype=np.float64))
                  for name, (s, v) in series.items() if len(s)}  # ingest hands numpy arrays already
@@ -132,7 +153,9 @@ class RunDetector:
                     self.early[name] = _merge(self.early.get(name), s[e], v[e])
         # One finiteness check over the whole batch; of series no windowed rule reads, keep only their
         # NaN/Inf points (the nonfinite rule's evidence).
-        if not np.isfinite(np.concatenate([v for _, v in batch.values()])).all():
+        if finite is None:
+            finite = bool(np.isfinite(np.concatenate([v for _, v in batch.values()])).all())
+        if not finite:
             for name, (s, v) in batch.items():
                 bad = ~np.isfinite(v)
                 if bad.any():
@@ -171,9 +194,9 @@ class RunDetector:
             self._trimmed = cut
 
     # --- judging ------------------------------------------------------------------------------
-    def feed(self, series: Mapping[str, tuple[Any, Any]]) -> list[Change]:
+    def feed(self, series: Mapping[str, tuple[Any, Any]], finite: bool | None = None) -> list[Change]:
         """One ingested batch: merge it, run the rules that are due, return the alert changes."""
-        self.add(series)
+        self.add(series, finite=finite)
         return self.evaluate()
 
     def _due(self, sig: str) -> bool:

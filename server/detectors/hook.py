@@ -8,7 +8,9 @@ rebuilds its windows and open alerts from the store, so a restarted server carri
 Cost: judging is most of the detectors' work and does not depend on the batch's size, so a
 run is judged at most every MIN_INTERVAL_S. Batches arriving faster (a spool replay, a very
 fast run, a benchmark) queue up and are merged and judged together; a batch holding a NaN/Inf
-is judged at once. A sweeper thread judges what a run's last batches left queued.
+is judged at once. A sweeper thread judges what a run's last batches left queued. Only what
+the rules can still read is queued (RunDetector.relevant): once the early-window verdicts are
+final, finite weight, lr and perf series are dropped at the door.
 """
 
 from __future__ import annotations
@@ -109,9 +111,10 @@ def _load(db: Database, run_id: int, batch: dict[str, tuple[np.ndarray, np.ndarr
 
 
 def process_ingest(db: Database, broker: Broker, run_id: int,
-                   series: dict[str, tuple[np.ndarray, np.ndarray]]) -> bool:
+                   series: dict[str, tuple[np.ndarray, np.ndarray]], nonfinite: int | None = None) -> bool:
     """Queue a committed batch for the run's detectors and judge it when due; persist and publish changes.
 
+    `nonfinite`: how many of the points are NaN/Inf, when the caller knows (the store counts them).
     Returns True when it set the run's control (on_failure: stop), so the caller re-reads the run for
     its answer only then — in the common case this costs no database access at all.
     """
@@ -124,12 +127,16 @@ def process_ingest(db: Database, broker: Broker, run_id: int,
         if loaded is None:
             return False
         det = eng.put(run_id, loaded)
-    bad = not np.isfinite(np.concatenate([v for _, v in series.values()])).all()
+    if nonfinite is None:
+        nonfinite = int(np.count_nonzero(~np.isfinite(np.concatenate([v for _, v in series.values()]))))
     with det.lock:  # batches of one run are judged, persisted and published in order
-        det.queue.append(series)
-        if not bad and time.monotonic() - det.judged_at < MIN_INTERVAL_S:
+        kept = det.relevant(series, finite=nonfinite == 0)
+        if kept:
+            det.queue.append(kept)
+            det.queue_finite = det.queue_finite and nonfinite == 0
+        if nonfinite == 0 and time.monotonic() - det.judged_at < MIN_INTERVAL_S:
             return False  # judged with the next batch, or by the sweeper
-        return _judge(db, broker, run_id, det)
+        return _judge(db, broker, run_id, det) if det.queue else False
 
 
 def _combine(batches: list[dict[str, tuple[np.ndarray, np.ndarray]]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -148,8 +155,9 @@ def _combine(batches: list[dict[str, tuple[np.ndarray, np.ndarray]]]) -> dict[st
 def _judge(db: Database, broker: Broker, run_id: int, det: RunDetector) -> bool:
     """Merge the queued batches, run the rules, persist and publish what changed (det.lock held)."""
     batches, det.queue = det.queue, []
+    finite, det.queue_finite = det.queue_finite, True
     det.judged_at = time.monotonic()
-    changes = det.feed(_combine(batches))
+    changes = det.feed(_combine(batches), finite=finite)
     return _persist(db, broker, run_id, det, changes) if changes else False
 
 

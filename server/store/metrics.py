@@ -41,6 +41,7 @@ _EMPTY_V = np.zeros(0, dtype=np.float64)
 class AppendResult:
     accepted: Series = field(default_factory=dict)  # per name, the points newly stored, by step
     duplicates: int = 0
+    nonfinite: int = 0  # NaN/Inf among the accepted points: the detectors judge such a batch at once
 
     @property
     def accepted_count(self) -> int:
@@ -224,7 +225,9 @@ def append(session: Session, run_id: int, series: Series) -> AppendResult:
         result.accepted[name] = (s, v)
         row = latest.get(name)
         count = int(s.size) + (row[1] if row else 0)
-        nonfinite = int(np.count_nonzero(~np.isfinite(v))) + (row[2] if row else 0)
+        bad = int(np.count_nonzero(~np.isfinite(v)))
+        result.nonfinite += bad
+        nonfinite = bad + (row[2] if row else 0)
         top = beyond.get(name)
         if top is None:
             latest_counts.append((count, nonfinite, run_id, name))
