@@ -55,6 +55,10 @@ EXTRA: tuple[Scenario, ...] = (
              ("exploding_grad", "poor_init"), grad_over_100, "no batch norm and N(0, 1): G's norms in the 1e3s"),
     Scenario("grid25_g_stuck", {**TOY, "dataset": "grid25", **D_WINS, "steps": 350}, ("mode_collapse",),
              collapsed(25), "D wins on the grid: G never leaves the central mode (1 of 25, quality 1.0)"),
+    Scenario("shapes_collapse_nz100", {**IMG, "batch_norm": False, "lr_g": 1e-4, "steps": 450}, ("mode_collapse",),
+             collapsed(None), "DCGAN's G (ReLU, nz 100) without batch norm at half D's lr: the same contraction "
+             "from step ~230–280, to 0.004–0.007 of the real batch's spread (it spread again after ~500 steps in 2 of "
+             "3 seeds)"),
     Scenario("ring8_frozen_d", {**TOY, "dataset": "ring8", "lr_d": 1e-7, "steps": 120}, ("d_not_learning",), start,
              "lr_d 1e-7"),
     Scenario("shapes_tiny_d", {**IMG, "ngf": 32, "ndf": 2, "steps": 60}, ("capacity_imbalance",), start,

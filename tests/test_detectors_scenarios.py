@@ -13,7 +13,8 @@ import math
 import numpy as np
 import pytest
 
-from server.detectors.catalog import IDS
+from server.detectors.catalog import IDS, thresholds_for
+from server.detectors.rules import Context, weight_layers
 from tests.scenarios import QUICK, Outcome, run
 
 MAX_DELAY = 100  # steps from the symptom's onset to the alert (the target)
@@ -35,6 +36,8 @@ def test_corpus_covers_every_signature_on_toy_sets_and_images():
     assert {"ring8", "grid25", "shapes"} <= sets
     assert any(not sc.expect and sc.config["dataset"] == "shapes" for sc in QUICK)
     assert any(not sc.expect and sc.config["dataset"] in ("ring8", "grid25") for sc in QUICK)
+    collapse_sets = {sc.config["dataset"] for sc in QUICK if "mode_collapse" in sc.expect}
+    assert "shapes" in collapse_sets and collapse_sets - {"shapes"}  # collapse on images and on toy sets
 
 
 @pytest.mark.parametrize("name", [sc.name for sc in QUICK if not sc.expect])
@@ -61,6 +64,21 @@ def test_mode_collapse_is_flagged_while_the_losses_look_ideal(outcomes):
     assert abs(float(np.median(around)) - LN4) < 0.05  # D at equilibrium: the losses alone say "fine"
     ts, modes = o.metrics["toy/modes"]
     assert np.all(modes[(ts > at - 100) & (ts <= at)] <= 1)
+
+
+def test_image_collapse_is_far_below_healthy_images_with_gs_gradient_alive(outcomes):
+    o = outcomes["shapes_collapse"]
+    at = o.fired["mode_collapse"]
+    s, d = o.metrics["sample/diversity"]
+    peak = max(float(np.median(d[(s > a) & (s <= a + 25)])) for a in range(100, at, 25))
+    line = thresholds_for("mode_collapse", None)["diversity_min"]
+    after = d[s > at]
+    assert np.median(after) < line and np.median(after) < peak / 4  # fell far below its own peak, and stays
+    hs, hd = outcomes["shapes_healthy"].metrics["sample/diversity"]
+    assert hd[hs >= 150].min() > 10 * line  # a healthy 16px run stays far above the line
+    first = weight_layers(o.metrics, "grad", "g", Context())[0]
+    assert (o.metrics[first][1] > 0).all()  # G still learns: its gradient never vanishes
+    assert "vanishing_g_grad" not in o.fired and "d_overpowering" not in o.fired
 
 
 def test_judging_costs_little_next_to_training(outcomes):

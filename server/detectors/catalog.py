@@ -169,15 +169,23 @@ SIGNATURES: tuple[Signature, ...] = (
         id="mode_collapse", title="Mode collapse",
         meaning="G maps many z to few outputs. The losses can look ideal (D near 2·ln 2): D is confused by a "
                 "G that covers one mode well, so only the sample spread and mode coverage reveal it.",
-        rule="after `warmup_steps`, over the last `window` steps at ≥ `hold_frac` of points: sample/diversity "
-             "(G's batch spread ÷ the real batch's) below `diversity_min`; or, on toy mixtures, G's good samples "
-             "(toy/quality ≥ `quality_min`) cover at least one and at most `modes_frac` × the set's modes",
-        severity="failing", persistence="the condition held at 80% of the points of a 100-step window "
-                                        "(on toy coverage, of at least two measurements)",
+        rule="after `warmup_steps`, at ≥ `hold_frac` of the points: sample/diversity (G's batch spread ÷ the real "
+             "batch's) below `diversity_min` over the last `diversity_window` steps; or, on toy mixtures, over the "
+             "last `window` steps, G's good samples (toy/quality ≥ `quality_min`) cover at least one and at most "
+             "`modes_frac` × the set's modes",
+        severity="failing", persistence="the condition held at 80% of the points of the last 50 steps (sample "
+                                        "spread, at least five measurements) or 100 steps (toy coverage, at "
+                                        "least two measurements)",
         thresholds=(
-            T("diversity_min", 0.01, "G's spread at 1% of the real batch's: all samples one point. Collapsed runs "
-              "measured 0–0.003; a healthy ring8 run contracted to 0.005–0.07 for ~100 steps before spreading, "
-              "yet below 0.01 at no more than 14% of any 100 steps."),
+            T("diversity_min", 0.01, "G's spread at 1% of the real batch's: all samples one point or one image. "
+              "Collapsed toy runs measured 0–0.003; on 16px shapes a G without batch norm that D pulls ahead of "
+              "settled at 0.001–0.006 (the corpus's shapes_collapse, 9 of 10 seeds). Healthy runs after warm-up: "
+              "16px with batch norm ≥ 0.22 (8 seeds, and the bench's wider, 32px, smoothed and fast variants), "
+              "without batch norm ≥ 0.016 (8 of 9 runs at DCGAN's learning rates; the ninth collapsed the same "
+              "way from step ~300); a healthy ring8 run contracted to 0.005–0.07 for ~100 steps before "
+              "spreading, yet below 0.01 at no more than 14% of any 100 steps (28% of any 50). Against the "
+              "run's own peak the margin is thinner — healthy runs without batch norm dipped to 0.22–0.38 of "
+              "theirs, collapsed ones settled at 0.05–0.21 — so the line stays absolute."),
             T("modes_frac", 0.5, "Losing at least half the modes of a mixture is collapse however the losses look "
               "(bimodal on one mode, ring8 on four or fewer)."),
             T("quality_min", 0.5, "Collapse means G's samples sit on few modes: at least half of them good "
@@ -186,12 +194,18 @@ SIGNATURES: tuple[Signature, ...] = (
               "0.6–1.0."),
             T("warmup_steps", 150, "Under N(0, 0.02) init G starts as a near-constant map (spread ~1e-4 of the "
                                    "data's) and healthy toy runs need up to ~130 steps to spread out."),
-            T("window", 100, "Coverage and spread are measured on one batch at a time and are noisy; 100 steps "
-              "is several measurements and the detection budget."),
+            T("diversity_window", 50, "Spread is measured on every probed batch: 50 steps are 50 measurements "
+              "(sparse probing widens the window to five). An image collapse decays over ~100 steps: judged over "
+              "100 steps, with metrics flushed every 50, the alert came 84–121 steps after the spread's level "
+              "crossed diversity_min; over 50 steps, 43–86 (shapes_collapse, 9 seeds). Healthy runs had at "
+              "most 56% of any 50 steps below the line (a trimodal run still spreading out at warm-up)."),
+            T("window", 100, "Coverage is measured every toy_every steps on one batch and is noisy; 100 steps is "
+              "several measurements and the detection budget. An alert closes once the rule stayed quiet as long."),
             T("hold_frac", 0.8, "Tolerates a lucky batch."),
         ),
         remedy_text="Add minibatch discrimination and feature matching (Salimans et al. 2016), the adversarial "
-                    "term dominating early; don't let G's learning rate or step count outrun D's.",
+                    "term dominating early; don't let G's learning rate or step count outrun D's. On images keep "
+                    "batch norm in G: without it, a G that D pulled ahead of contracted to one image here.",
         remedy_config={"minibatch_disc": True, "fm_weight": 1.0, "fm_warmup_steps": 200},
         sources=("salimans", "ganhacks", "seeds"), metrics=("sample/diversity", "toy/modes", "toy/quality"),
     ),
@@ -211,7 +225,10 @@ SIGNATURES: tuple[Signature, ...] = (
             T("spike_frac", 0.04, "Spikes recur (over 4% of steps), not one bad batch; healthy runs measured ≤ 2.5%, "
               "oscillating ones 6–18%."),
             T("warmup_steps", 50, "D's first steps take its loss from 2·ln 2 down steeply; that is not oscillation."),
-            T("window", 200, "Cycles take tens of steps; a window of 200 sees several of them."),
+            T("window", 200, "Cycles take tens of steps; a window of 200 sees several of them. The rule waits "
+              "until 80% of it is covered after warm-up, so spikes from step ~50 are flagged by ~250 (the corpus's "
+              "one 195-step delay); judging on 100 steps of evidence cut that to 95 but alarmed on a healthy 16px "
+              "run at lr 1e-3 (bench/detect.py's shapes_fast_lr), so the window stays."),
         ),
         remedy_text="Lower the learning rates (the seed write-up: 'decrease the learning rate to 2e-5' for late "
                     "instability) and keep Adam's beta1 at 0.5.",

@@ -118,11 +118,16 @@ def mode_collapse(recent: Window, early: Window, th: dict[str, float], ctx: Cont
         if keep.sum() >= MIN_POINTS:
             with np.errstate(invalid="ignore"):
                 cond = v[keep] < th["diversity_min"]
-            ok, onset, frac = held(s[keep], cond, th["window"], th["hold_frac"])
+            # Spread is measured on every probed batch (probe_every, 1 by default): its window is shorter than
+            # coverage's, yet at least five measurements wide for sparse probing (held() needs them to span it).
+            ks = s[keep]
+            cadence = float(np.median(np.diff(ks[-20:]))) if ks.size > 1 else 1.0
+            win = max(th["diversity_window"], 5 * cadence)
+            ok, onset, frac = held(ks, cond, win, th["hold_frac"])
             if ok:
                 end = int(s[-1])
                 findings.append((onset, end, "sample/diversity",
-                                 {**stat(tail(s, v, end, th["window"])), "threshold": th["diversity_min"], "op": "<"}, frac))
+                                 {**stat(tail(s, v, end, win)), "threshold": th["diversity_min"], "op": "<"}, frac))
     modes, quality = get(recent, "toy/modes"), get(recent, "toy/quality")
     k = ctx.n_modes
     if modes is not None and quality is not None and k is not None and k >= 2:
