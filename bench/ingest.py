@@ -19,7 +19,7 @@ steps), posted in 50-step flushes as a worker does, to SDK runs carrying that ru
 
 Reads: one metric's full 10,000-point history through each store's own read path (ours: GET
 /api/runs/{id}/metrics over HTTP), median of several; and a 1,000,000-point metric downsampled to
-2,000 points through our API. Usage: python -m bench.ingest [--repeat N] [--skip-peers]
+2,000 points through our API. Usage: python -m bench.ingest [--repeat N] [--skip-peers] [--control]
 """
 
 from __future__ import annotations
@@ -290,6 +290,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3,
                     help="interleaved passes of raw sqlite3 / ganscope (detectors off) / ganscope (on); best kept")
     ap.add_argument("--skip-peers", action="store_true", help="skip MLflow and TensorBoard")
+    ap.add_argument("--control", action="store_true",
+                    help="run the 'on' server with detectors off too: detector_overhead is then the method's noise floor")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     values = make_stream()
@@ -304,7 +306,8 @@ def main() -> None:
               f"in {GAN_FLUSH_STEPS}-step flushes", flush=True)
         rows = raw_rows(values)
         modes = ("off", "on")
-        servers = {mode: start_server(tmp / f"ganscope-{mode}", GANSCOPE_DETECTORS=mode) for mode in modes}
+        servers = {mode: start_server(tmp / f"ganscope-{mode}", GANSCOPE_DETECTORS="off" if args.control else mode)
+                   for mode in modes}
         best = {"raw": 0.0, "raw_batched": 0.0, "off": 0.0}
         paired: dict[str, list[dict[str, tuple[float, float]]]] = {name: [] for name in streams}
         alerts_on_healthy = 0
@@ -357,6 +360,8 @@ def main() -> None:
         print(f"alerts raised on the healthy gan stream: {alerts_on_healthy}")
         print(f"server CPU: read10k {reads['read10k_cpu_ms']:.2f} ms/call, read1m->2k {reads['read1m_cpu_ms']:.2f} "
               f"ms/call (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+        if args.control:
+            print("control run: both servers had detectors off; the figures below are the method's noise floor")
         print(f"detector_overhead {max(overhead.values()):.3f} (generic {overhead['generic']:.3f}, gan "
               f"{overhead['gan']:.3f}; target <= 1.05)", flush=True)
         if not args.skip_peers:

@@ -88,9 +88,11 @@ class ServerProc:
             self.proc.kill()
             self.proc.wait()
 
-    def log(self) -> str:
+    def log(self, tail: int | None = 5000) -> str:
+        """The worker's output: its last `tail` characters (for assertion messages), or all of it."""
         try:
-            return self.log_path.read_text(errors="replace")[-5000:]
+            text = self.log_path.read_text(errors="replace")
+            return text if tail is None else text[-tail:]
         except OSError:
             return ""
 
@@ -111,9 +113,11 @@ class WorkerProc:
     proc: subprocess.Popen
     log_path: Path
 
-    def log(self) -> str:
+    def log(self, tail: int | None = 5000) -> str:
+        """The worker's output: its last `tail` characters (for assertion messages), or all of it."""
         try:
-            return self.log_path.read_text(errors="replace")[-5000:]
+            text = self.log_path.read_text(errors="replace")
+            return text if tail is None else text[-tail:]
         except OSError:
             return ""
 

@@ -39,7 +39,7 @@ def _two_workers_then_job(server: ServerProc, spawn_worker, **cfg) -> tuple[int,
     ws = [spawn_worker(server.url, args=FAST_HB) for _ in range(2)]
     wait_for(lambda: all("idle" in w.log() for w in ws), timeout=120, what="two idle workers")
     run_id = enqueue(server.client(), **cfg)
-    holder = wait_for(lambda: next((w for w in ws if run_id in claims_in(w.log())), None), timeout=60,
+    holder = wait_for(lambda: next((w for w in ws if run_id in claims_in(w.log(tail=None))), None), timeout=60,
                       what="a worker to claim the job")
     return run_id, holder, next(w for w in ws if w is not holder)
 
@@ -113,7 +113,7 @@ def test_two_workers_race_for_one_job_exactly_one_runs_it(any_server: ServerProc
     run_id = enqueue(c, name="race", steps=100)
     run = wait_status(c, run_id, {"succeeded", "failed"}, timeout=90, logs=[a, b])
     assert run["status"] == "succeeded" and run["attempts"] == 1, run
-    claimed = [claims_in(w.log()).count(run_id) for w in (a, b)]
+    claimed = [claims_in(w.log(tail=None)).count(run_id) for w in (a, b)]
     assert sorted(claimed) == [0, 1], claimed
     assert_points_once(any_server, run_id, 100)
 
@@ -130,9 +130,9 @@ def test_forty_jobs_over_four_workers_each_runs_once(any_server: ServerProc, spa
     assert len(mine) == 40
     assert all(r["status"] == "succeeded" and r["attempts"] == 1 for r in mine.values()), \
         [(r["id"], r["status"], r["attempts"]) for r in mine.values() if r["status"] != "succeeded" or r["attempts"] != 1]
-    claims = [run_id for w in workers for run_id in claims_in(w.log())]
+    claims = [run_id for w in workers for run_id in claims_in(w.log(tail=None))]
     assert sorted(claims) == sorted(ids), "every job claimed by exactly one worker, once"
-    assert sum(1 for w in workers if claims_in(w.log())) >= 2, "the work was shared"
+    assert sum(1 for w in workers if claims_in(w.log(tail=None))) >= 2, "the work was shared"
     for run_id in ids:
         assert_points_once(any_server, run_id, 5, names=("loss/d",))
 
@@ -144,7 +144,7 @@ def test_sigterm_hands_the_job_back_and_the_next_worker_finishes_it(server: Serv
     run_id, a, b = _two_workers_then_job(server, spawn_worker, name="hand back", steps=steps, **LONG)
     wait_for(lambda: _checkpoint_step(c, run_id) >= 100, timeout=90, what="a checkpoint upload")
     assert a.stop(timeout=60) == 0, a.log()  # SIGTERM, then wait: exit status 0
-    m = re.search(rf"run {run_id}: finishing as handback at step (\d+)", a.log())
+    m = re.search(rf"run {run_id}: finishing as handback at step (\d+)", a.log(tail=None))
     assert m, a.log()
     handed_at = int(m.group(1))
     assert handed_at < steps
@@ -152,7 +152,7 @@ def test_sigterm_hands_the_job_back_and_the_next_worker_finishes_it(server: Serv
     # A hand-back is no failed attempt: b's claim is attempt 1 again, and it starts where a stopped
     # (a checkpointed at that very step before handing back), so no work is lost.
     assert run["status"] == "succeeded" and run["attempts"] == 1, run
-    assert f"run {run_id}: claimed (attempt 1), resuming from step {handed_at}" in b.log(), b.log()
+    assert f"run {run_id}: claimed (attempt 1), resuming from step {handed_at}" in b.log(tail=None), b.log()
     assert_points_once(server, run_id, steps)
 
 
@@ -165,13 +165,13 @@ def test_frozen_worker_loses_its_job_and_drops_it_when_thawed(home: Path, spawn_
         wait_for(lambda: _checkpoint_step(c, run_id) >= 100, timeout=90, what="a checkpoint upload")
         os.killpg(a.proc.pid, signal.SIGSTOP)  # frozen: no heartbeat, no data
         try:
-            wait_for(lambda: run_id in claims_in(b.log()), timeout=60, what="the job to move to worker b")
+            wait_for(lambda: run_id in claims_in(b.log(tail=None)), timeout=60, what="the job to move to worker b")
         finally:
             os.killpg(a.proc.pid, signal.SIGCONT)
-        wait_for(lambda: f"run {run_id}: released by the server" in a.log(), timeout=30, what="a to drop the job")
+        wait_for(lambda: f"run {run_id}: released by the server" in a.log(tail=None), timeout=30, what="a to drop the job")
         run = wait_status(c, run_id, {"succeeded", "failed"}, timeout=120, logs=[a, b])
         assert run["status"] == "succeeded" and run["attempts"] == 2, run
-        assert f"run {run_id}: finishing as" not in a.log(), "a released job is not finished by its old worker"
+        assert f"run {run_id}: finishing as" not in a.log(tail=None), "a released job is not finished by its old worker"
         assert a.proc.poll() is None, "the thawed worker lives on"
         assert_points_once(server, run_id, steps)
     finally:
@@ -205,7 +205,7 @@ def test_broken_artifacts_disk_is_reported_and_nothing_is_lost(server: ServerPro
         t0 = time.monotonic()
         assert w.stop(timeout=30) == 0, w.log()
         assert time.monotonic() - t0 < 15
-        assert "kept on disk for replay" in w.log()
+        assert "kept on disk for replay" in w.log(tail=None)
         assert len(list(spool.glob("*.checkpoint.req"))) == 3
     finally:
         artifacts.unlink()
@@ -214,6 +214,6 @@ def test_broken_artifacts_disk_is_reported_and_nothing_is_lost(server: ServerPro
     w2 = spawn_worker(server.url, args=["--spool", str(spool)])
     wait_for(lambda: [x["step"] for x in c.get(f"/api/runs/{run_id}/checkpoints").json()["checkpoints"]]
              == [100, 200, 300], timeout=90, what="the spooled checkpoints to arrive")
-    assert "3 undelivered entries from before: replaying them" in w2.log()
+    assert "3 undelivered entries from before: replaying them" in w2.log(tail=None)
     wait_for(lambda: not list(spool.glob("*.req")), timeout=30, what="the spool to drain")
     assert run_of(c, run_id)["status"] == "succeeded"

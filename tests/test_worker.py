@@ -135,7 +135,7 @@ def test_cancel_stops_the_run_between_steps_and_the_worker_stays_up(server: Serv
     assert latest.status_code == 200 and int(latest.headers["x-ganscope-step"]) == run["step"]
     wait_for(lambda: "idle" in w.log().split(f"run {run_id}: done", 1)[-1], timeout=20, what="worker idle")
     assert w.proc.poll() is None
-    assert f"run {run_id}: server says cancel" in w.log()
+    assert f"run {run_id}: server says cancel" in w.log(tail=None)
 
 
 def test_a_failing_job_is_reported_failed_with_its_error(server: ServerProc, spawn_worker) -> None:
@@ -149,7 +149,7 @@ def test_a_failing_job_is_reported_failed_with_its_error(server: ServerProc, spa
     run = run_of(c, bad)
     assert run["status"] == "failed", run
     assert run["error"] and "mnist" in run["error"].lower(), run["error"]
-    assert f"run {bad}: failed:" in w.log() and "Traceback" in w.log()
+    assert f"run {bad}: failed:" in w.log(tail=None) and "Traceback" in w.log(tail=None)
     assert run_of(c, good)["status"] == "succeeded", "one failed job does not take the worker down"
 
 
@@ -164,7 +164,7 @@ def test_token_from_environment_and_a_wrong_token_is_reported(home: Path, spawn_
         run_id = enqueue(c, steps=20)
         assert right.proc.wait(120) == 0, right.log()
         assert run_of(c, run_id)["status"] == "succeeded"
-        assert claims_in(right.log()) == [run_id] and claims_in(wrong.log()) == []
+        assert claims_in(right.log(tail=None)) == [run_id] and claims_in(wrong.log(tail=None)) == []
         assert wrong.proc.poll() is None, "a wrong token is reported and retried, not fatal"
     finally:
         server.stop()
