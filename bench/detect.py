@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ganscope.up import DEMO_JOB  # noqa: E402
 from tests.scenarios import D_WINS, IMG, QUICK, TOY, Outcome, Scenario, collapsed, g_grad_gone, grad_over_100  # noqa: E402
 from tests.scenarios import healthy, loss_spikes, run, start  # noqa: E402
 
@@ -36,6 +37,9 @@ EXTRA: tuple[Scenario, ...] = (
     healthy("shapes_32px", {**IMG, "image_size": 32, "steps": 200}, "32px DCGAN"),
     healthy("shapes_smooth", {**IMG, "label_smoothing": 0.9, "steps": 300}, "one-sided label smoothing 0.9"),
     healthy("shapes_fast_lr", {**IMG, "lr_d": 2e-3, "lr_g": 2e-3, "steps": 300}, "lr 2e-3 both"),
+    healthy("shapes_demo", {**{k: v for k, v in DEMO_JOB.items() if k not in ("name", "device")},
+                            "steps": 1500, "sample_every": 10_000, "checkpoint_every": 100_000},
+            "`make up`'s demo job, 32px: D pulls ahead slowly, diverse samples; G's loss swings by 2.4 nats"),
     Scenario("ring8_late_instability", {**TOY, "dataset": "ring8", "steps": 1500}, ("oscillation",), loss_spikes,
              "DCGAN defaults on the ring: stable for ~1000 steps, then D's loss spikes by nats — the seed "
              "write-up's late instability"),

@@ -179,6 +179,12 @@ def test_oscillation_spikes_not_descent_nor_noise():
     descent = np.concatenate([np.linspace(1.4, 0.01, 60), noisy(0.01, n - 60, 0.001)])
     assert judge("oscillation", {"loss/d": series(descent)}) is None
     assert judge("oscillation", {"loss/d": series(noisy(0.8, n, 0.15))}) is None
+    # G's loss, -log D(G(z)), swings by nats once D is ahead (D(G(z)) jittering between 0.01 and 0.1):
+    # with D's loss calm that is not oscillation (it was a false alarm on `make up`'s healthy demo run)
+    pf = np.clip(np.random.default_rng(3).lognormal(np.log(0.04), 0.6, n), 1e-3, 0.9)
+    g_swings = {"loss/d": series(noisy(0.1, n, 0.03)), "loss/g": series(-np.log(pf))}
+    assert np.ptp(np.percentile(g_swings["loss/g"][1], [5, 95])) > 1.5
+    assert judge("oscillation", g_swings) is None
 
 
 def test_d_not_learning_frozen_at_chance_but_not_a_live_equilibrium():
