@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.jobs import tiny_image_job
 from trainer import checkpoint as ckpt_io
 from trainer.config import JobConfig
 from trainer.loop import KEEP_CHECKPOINTS, train
@@ -16,10 +17,7 @@ torch.set_num_threads(1)
 
 
 def _img(**kw) -> JobConfig:
-    base = dict(dataset="shapes", image_size=16, ngf=8, ndf=8, nz=16, batch_size=16, steps=30, flush_every=4,
-                flush_seconds=3600, sample_every=1000, checkpoint_every=1000, device="cpu")
-    base.update(kw)
-    return JobConfig(**base)
+    return tiny_image_job(**{**dict(steps=30, flush_every=4), **kw})
 
 
 @pytest.mark.parametrize("action,status", [("cancel", "cancelled"), ("stop", "stopped"), ("handback", "handback")])

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.jobs import tiny_image_job as _img
 from trainer import checkpoint as ckpt_io
 from trainer.config import JobConfig
 from trainer.loop import train
@@ -16,13 +17,6 @@ from trainer.models import build_models
 from trainer.sink import MemorySink
 
 torch.set_num_threads(1)
-
-
-def _img(**kw) -> JobConfig:
-    base = dict(dataset="shapes", image_size=16, ngf=8, ndf=8, nz=16, batch_size=16, steps=6, flush_every=100,
-                flush_seconds=3600, sample_every=1000, checkpoint_every=1000, device="cpu")
-    base.update(kw)
-    return JobConfig(**base)
 
 
 def _toy(**kw) -> JobConfig:

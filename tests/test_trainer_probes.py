@@ -10,21 +10,14 @@ import pytest
 import torch
 from torch import nn
 
+from tests.jobs import tiny_image_job as _img
 from trainer import checkpoint as ckpt_io
-from trainer.config import JobConfig
 from trainer.loop import train
 from trainer.models import NamedNet, build_models, parameter_count
 from trainer.probes import LayerProbe, MetricBuffer, diversity
 from trainer.sink import MemorySink
 
 torch.set_num_threads(1)
-
-
-def _img(**kw) -> JobConfig:
-    base = dict(dataset="shapes", image_size=16, ngf=8, ndf=8, nz=16, batch_size=16, steps=6, flush_every=100,
-                flush_seconds=3600, sample_every=1000, checkpoint_every=1000, device="cpu")
-    base.update(kw)
-    return JobConfig(**base)
 
 
 def test_every_parameterised_layer_of_both_nets_is_reported(tmp_path: Path) -> None:

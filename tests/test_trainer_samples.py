@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.jobs import tiny_image_job
 from trainer import checkpoint as ckpt_io
 from trainer.config import JobConfig
 from trainer.loop import train
@@ -21,10 +22,7 @@ torch.set_num_threads(1)
 
 
 def _img(**kw) -> JobConfig:
-    base = dict(dataset="shapes", image_size=16, ngf=8, ndf=8, nz=16, batch_size=16, steps=10, flush_every=100,
-                flush_seconds=3600, sample_every=4, checkpoint_every=5, device="cpu")
-    base.update(kw)
-    return JobConfig(**base)
+    return tiny_image_job(**{**dict(steps=10, sample_every=4, checkpoint_every=5), **kw})
 
 
 def _png(data: bytes) -> Image.Image:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.common import http_errors, publish_status, storage_errors
 from server.auth import Authorized
-from server.deps import DB, BrokerDep, MAX_INT64, RunId, StepParam
+from server.deps import DB, BrokerDep, MAX_INT64, RunId
 from server.store import queue as queue_store
 from server.store.util import iso
 
