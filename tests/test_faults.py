@@ -60,8 +60,18 @@ def test_kill9_worker_job_resumes_from_checkpoint_on_another(home: Path, spawn_w
         cfg = {**LONG, "checkpoint_every": 200, "flush_every": 10}
         run_id, a, b = _two_workers_then_job(server, spawn_worker, name="kill -9", steps=steps, **cfg)
         # Kill once a checkpoint is on the server and later points too (the resumed job will repeat them).
-        wait_for(lambda: (k := _checkpoint_step(c, run_id)) >= 200 and run_of(c, run_id)["step"] > k,
-                 timeout=90, what="a checkpoint upload and points beyond it")
+        # The worker is frozen (SIGSTOP) while that is checked, so a checkpoint upload landing in between
+        # cannot take the overlap away before the kill; if it did, the worker goes on and we look again.
+        def frozen_with_overlap() -> bool:
+            if not (_checkpoint_step(c, run_id) >= 200 and run_of(c, run_id)["step"] > _checkpoint_step(c, run_id)):
+                return False
+            a.proc.send_signal(signal.SIGSTOP)
+            time.sleep(0.5)  # requests already sent land now
+            if run_of(c, run_id)["step"] > _checkpoint_step(c, run_id):
+                return True
+            a.proc.send_signal(signal.SIGCONT)
+            return False
+        wait_for(frozen_with_overlap, timeout=90, what="a checkpoint upload and points beyond it")
         a.proc.send_signal(signal.SIGKILL)
         a.proc.wait()
         at_kill = run_of(c, run_id)
