@@ -198,6 +198,8 @@ def test_nonfinite_marker_alert_and_catch_up_after_a_dropped_stream(server, brow
             card.wait_for(timeout=10_000)
             assert time.monotonic() - sent < 5
             alert_id = int(card.get_attribute("data-alert-id"))
+            # The card renders at once; charts draw on the next frame (run.js merges events per flush).
+            page.wait_for_function("window.ganscope.charts.get('d_loss').div.data[0].x.includes(100)", timeout=10_000)
             chart = page.evaluate(f"""() => {{ const c = window.ganscope.charts.get('d_loss');
                 return {{bad: c.div.data[0].x, color: c.div.data[0].marker.color,
                          spans: (c.div.layout.shapes || []).filter(s => s.name === 'alert-{alert_id}').map(s => [s.x0, s.x1])}} }}""")

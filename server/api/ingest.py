@@ -113,6 +113,9 @@ def ingest_metrics(db: Database, broker: Broker, detectors_on: bool, run_id: int
             run.heartbeat_at = utcnow()  # data is proof of life too (SDK runs have no heartbeat call)
         action = _answer_action(run)
     if result.accepted:
+        # Points first, then any alert judged on them: a page shades an alert over points it already has.
+        if broker.subscriber_count():
+            broker.publish(run_id, "metrics", {"metrics": {n: to_json(st, v) for n, (st, v) in result.accepted.items()}})
         if detectors_on:
             try:
                 from server.detectors import hook
@@ -126,8 +129,6 @@ def ingest_metrics(db: Database, broker: Broker, detectors_on: bool, run_id: int
                     run = get_run(s, run_id)
                     if run is not None:
                         action = _answer_action(run)
-        if broker.subscriber_count():
-            broker.publish(run_id, "metrics", {"metrics": {n: to_json(st, v) for n, (st, v) in result.accepted.items()}})
     return {"accepted": result.accepted_count, "duplicates": result.duplicates, "action": action.action,
             "reason": action.reason}
 
