@@ -18,7 +18,7 @@ RUN useradd --create-home --uid 10001 ganscope && mkdir -p /data && chown gansco
 COPY pyproject.toml README.md ./
 # Empty package folders let pip read the dependencies before the sources are copied, so the
 # (slow) dependency layer is rebuilt only when pyproject.toml changes.
-RUN mkdir -p server trainer ganscope
+RUN mkdir -p server trainer ganscope templates static
 
 FROM base AS server
 # The base dependencies plus the PostgreSQL driver; never the `trainer` extra (torch).
@@ -28,8 +28,8 @@ COPY trainer trainer
 COPY ganscope ganscope
 COPY templates templates
 COPY static static
-# Editable: the app finds templates/ and static/ beside its package folders in /app.
-RUN pip install --no-deps -e . && python -c "import server.app, sys; assert 'torch' not in sys.modules"
+# A regular install: server/, trainer/, templates/ and static/ land inside the one package `ganscope`.
+RUN pip install --no-deps . && cd / && python -c "import ganscope.server.app, sys; assert 'torch' not in sys.modules"
 USER ganscope
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
@@ -45,6 +45,6 @@ COPY trainer trainer
 COPY ganscope ganscope
 COPY templates templates
 COPY static static
-RUN pip install --no-deps -e .
+RUN pip install --no-deps .
 USER ganscope
 CMD ["ganscope", "worker", "--server", "http://server:8000", "--device", "auto"]

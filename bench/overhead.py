@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from trainer.config import JobConfig
-from trainer.loop import Trainer
-from trainer.sink import MemorySink
+from ganscope.trainer.config import JobConfig
+from ganscope.trainer.loop import Trainer
+from ganscope.trainer.sink import MemorySink
 
 Clock = Callable[[], float]
 
@@ -51,7 +51,7 @@ def isolated_probe_cost(trainer: Trainer, clock: Clock, reps: int = 20) -> float
     real = trainer.real_batch()
     fake = trainer.state.g(trainer.noise(trainer.cfg.batch_size)).detach()
     scalars = torch.zeros(len(trainer.buffer.names("step")))
-    from trainer.probes import diversity
+    from ganscope.trainer.probes import diversity
 
     t0 = clock()
     for i in range(reps):

@@ -25,12 +25,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from trainer.config import JobConfig
-from trainer.data import build_data
-from trainer.device import resolve_device
-from trainer.loop import Trainer
-from trainer.models import build_models, z_shape
-from trainer.sink import MemorySink
+from ganscope.trainer.config import JobConfig
+from ganscope.trainer.data import build_data
+from ganscope.trainer.device import resolve_device
+from ganscope.trainer.loop import Trainer
+from ganscope.trainer.models import build_models, z_shape
+from ganscope.trainer.sink import MemorySink
 
 Clock = Callable[[], float]
 

@@ -78,7 +78,7 @@ def serve(
     """Run the API and dashboard (uvicorn) — no worker."""
     import uvicorn
 
-    from server.settings import Settings
+    from ganscope.server.settings import Settings
 
     given = {"host": host, "port": port, "home": home, "database_url": database_url}
     for key, value in given.items():
@@ -86,7 +86,7 @@ def serve(
         if value is not None:
             os.environ[f"GANSCOPE_{key.upper()}"] = str(value)
     settings = Settings(**{k: v for k, v in given.items() if v is not None})
-    from server.app import create_app
+    from ganscope.server.app import create_app
 
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
 
@@ -100,7 +100,7 @@ def worker(ctx: typer.Context) -> None:
     if home and not any(a == "--workdir" or a.startswith("--workdir=") for a in argv):
         # Keep the worker's checkpoints and spool beside the rest of ganscope's data (a compose volume).
         argv += ["--workdir", str(Path(home) / "worker")]
-    from trainer.worker import main as worker_main
+    from ganscope.trainer.worker import main as worker_main
 
     raise typer.Exit(worker_main(argv) or 0)
 
@@ -254,7 +254,7 @@ def latent(
     step = resp.headers.get("x-ganscope-step", "latest")
     ckpt = out_dir / f"run{run_id}-step{step}.pt"
     ckpt.write_bytes(resp.content)
-    from trainer import samples as tsamples  # torch: only now
+    from ganscope.trainer import samples as tsamples  # torch: only now
 
     try:
         generator = tsamples.load_generator(ckpt)

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from trainer.config import JobConfig
+from ganscope.trainer.config import JobConfig
 
 
 class JobFileError(ValueError):

@@ -12,9 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from server.db import Database
-from server.live import Broker
-from server.settings import Settings, get_settings
+from ganscope.server.db import Database
+from ganscope.server.live import Broker
+from ganscope.server.settings import Settings, get_settings
 
 log = logging.getLogger("ganscope.server")
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        from server.store.migrate import migrate
+        from ganscope.server.store.migrate import migrate
 
         settings.home.mkdir(parents=True, exist_ok=True)
         settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
@@ -51,11 +51,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = Database(settings.sqlalchemy_url)
     app.state.broker = Broker()
     app.state.background_tasks = []  # async callables(app) started with the server
-    from server.limits import RequestSizeLimit
+    from ganscope.server.limits import RequestSizeLimit
     app.add_middleware(RequestSizeLimit, settings=settings)  # 413 for bodies over max_request_mb/max_upload_mb
 
-    from server.api import alerts, ingest, jobs, runs, stream, workers
-    from server import pages
+    from ganscope.server.api import alerts, ingest, jobs, runs, stream, workers
+    from ganscope.server import pages
 
     for module in (jobs, runs, workers, ingest, alerts, stream, pages):
         app.include_router(module.router)

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from server.db import Database
-from server.live import Broker
-from server.settings import Settings
+from ganscope.server.db import Database
+from ganscope.server.live import Broker
+from ganscope.server.settings import Settings
 
 
 def get_db(request: Request) -> Database:

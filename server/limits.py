@@ -20,7 +20,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.settings import Settings
+from ganscope.server.settings import Settings
 
 MIB = 1024 * 1024
 # Raw-byte uploads (docs/contracts.md, wire protocol): samples POST, checkpoints PUT.

@@ -18,9 +18,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from server.deps import DB
-from server.schema import Run
-from trainer.config import JobConfig, knob_catalog
+from ganscope.server.deps import DB
+from ganscope.server.schema import Run
+from ganscope.trainer.config import JobConfig, knob_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = Jinja2Templates(directory=str(ROOT / "templates"))  # autoescape on for .html

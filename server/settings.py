@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from trainer.config import Limits
+from ganscope.trainer.config import Limits
 
 
 class Settings(BaseSettings):

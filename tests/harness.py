@@ -1,7 +1,7 @@
 """Start the real server and real workers as processes, for tests and benchmarks.
 
 Nothing here fakes a part of ganscope: the server is uvicorn serving
-server.app, workers are `python -m trainer.worker`, databases are real.
+server.app, workers are `python -m ganscope.trainer.worker`, databases are real.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class ServerProc:
     def start(self, timeout: float = 30.0) -> "ServerProc":
         self.home.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
-        cmd = [sys.executable, "-m", "uvicorn", "server.app:create_app", "--factory",
+        cmd = [sys.executable, "-m", "uvicorn", "ganscope.server.app:create_app", "--factory",
                "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -139,12 +139,12 @@ class WorkerProc:
 
 def start_worker(server_url: str, home: Path, *, token: str | None = None, args: list[str] | None = None,
                  **env: str) -> WorkerProc:
-    """`python -m trainer.worker --server URL` with its own spool folder under home."""
+    """`python -m ganscope.trainer.worker --server URL` with its own spool folder under home."""
     wid = uuid.uuid4().hex[:8]
     wdir = home / f"worker-{wid}"
     wdir.mkdir(parents=True, exist_ok=True)
     log_path = wdir / "worker.log"
-    cmd = [sys.executable, "-m", "trainer.worker", "--server", server_url, "--spool", str(wdir / "spool"),
+    cmd = [sys.executable, "-m", "ganscope.trainer.worker", "--server", server_url, "--spool", str(wdir / "spool"),
            "--workdir", str(wdir), "--device", "cpu", "--poll", "0.2", *(args or [])]
     if token:
         cmd += ["--token", token]

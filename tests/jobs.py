@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainer.config import JobConfig
+from ganscope.trainer.config import JobConfig
 
 # 16px shapes, narrow nets, nothing flushed, sampled or checkpointed unless a test asks for it.
 TINY_IMAGE: dict[str, Any] = dict(dataset="shapes", image_size=16, ngf=8, ndf=8, nz=16, batch_size=16, steps=6,

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from server.detectors.engine import RunDetector
-from server.detectors.rules import Context, weight_layers
-from trainer.config import JobConfig
-from trainer.loop import train
-from trainer.sink import MemorySink
+from ganscope.server.detectors.engine import RunDetector
+from ganscope.server.detectors.rules import Context, weight_layers
+from ganscope.trainer.config import JobConfig
+from ganscope.trainer.loop import train
+from ganscope.trainer.sink import MemorySink
 
 Metrics = dict[str, tuple[np.ndarray, np.ndarray]]
 TOY = {"toy_hidden": 32, "batch_size": 32, "toy_every": 20}

@@ -13,7 +13,7 @@ import threading
 import httpx
 
 from tests.harness import start_server, wait_for
-from trainer.config import JobConfig
+from ganscope.trainer.config import JobConfig
 
 LN4 = 2 * math.log(2)
 DESIGN_IDS = {"d_overpowering", "vanishing_g_grad", "exploding_grad", "nonfinite", "mode_collapse",

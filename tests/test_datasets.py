@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from trainer.config import JobConfig
-from trainer.data import DataSource, DatasetError, build_data
+from ganscope.trainer.config import JobConfig
+from ganscope.trainer.data import DataSource, DatasetError, build_data
 
 torch.set_num_threads(1)
 

@@ -13,10 +13,10 @@ import time
 import numpy as np
 import pytest
 
-from server.detectors import arch, catalog, rules
-from server.detectors.engine import RunDetector
-from server.detectors.rules import Context
-from trainer.config import JobConfig
+from ganscope.server.detectors import arch, catalog, rules
+from ganscope.server.detectors.engine import RunDetector
+from ganscope.server.detectors.rules import Context
+from ganscope.trainer.config import JobConfig
 
 LN4 = 2 * math.log(2)
 RNG = np.random.default_rng(0)
@@ -69,7 +69,7 @@ def test_overrides_apply_and_unknown_names_are_reported():
 
 
 def test_arch_counts_match_the_trainers_networks():
-    from trainer.models import build_models
+    from ganscope.trainer.models import build_models
 
     for kw in [{}, {"image_size": 16, "ngf": 8, "ndf": 8, "minibatch_disc": True},
                {"image_size": 32, "batch_norm": False, "d_downsample": "avgpool", "dataset": "mnist"},

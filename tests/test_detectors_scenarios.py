@@ -13,8 +13,8 @@ import math
 import numpy as np
 import pytest
 
-from server.detectors.catalog import IDS, thresholds_for
-from server.detectors.rules import Context, weight_layers
+from ganscope.server.detectors.catalog import IDS, thresholds_for
+from ganscope.server.detectors.rules import Context, weight_layers
 from tests.scenarios import QUICK, Outcome, run
 
 MAX_DELAY = 100  # steps from the symptom's onset to the alert (the target)

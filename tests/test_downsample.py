@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from server.downsample import downsample, select_range, to_json
+from ganscope.server.downsample import downsample, select_range, to_json
 
 
 def series(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

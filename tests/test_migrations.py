@@ -10,9 +10,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from server.db import Database
-from server.schema import Base
-from server.store.migrate import current, downgrade, migrate
+from ganscope.server.db import Database
+from ganscope.server.schema import Base
+from ganscope.server.store.migrate import current, downgrade, migrate
 from tests.harness import start_server
 
 

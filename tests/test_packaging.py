@@ -9,16 +9,16 @@ from pathlib import Path
 
 from tests.harness import REPO
 
-# Imports every module under server/ (not only server.app: a lazily imported module could still pull
+# Imports every module under server/ (not only ganscope.server.app: a lazily imported module could still pull
 # torch in on first request), builds the app, then reports what got imported.
 PROBE = r"""
 import importlib, pkgutil, sys
-import server
-names = sorted(m.name for m in pkgutil.walk_packages(server.__path__, "server."))
+import ganscope.server as server
+names = sorted(m.name for m in pkgutil.walk_packages(server.__path__, "ganscope.server."))
 for name in names:
     importlib.import_module(name)
-from server.app import create_app
-from server.settings import Settings
+from ganscope.server.app import create_app
+from ganscope.server.settings import Settings
 create_app(Settings(home=sys.argv[1]))
 import ganscope.cli  # `ganscope serve` runs in the torch-free image too
 print(len(names))
@@ -73,3 +73,59 @@ def test_python_m_ganscope_runs() -> None:
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ganscope ")
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_code_imports_the_product_by_its_one_name() -> None:
+    """`server` and `trainer` are folders of the checkout, never import names: a research repo's own
+    trainer.py would shadow them. Everything imports `ganscope.server...` / `ganscope.trainer...`."""
+    offenders = []
+    for folder in ("server", "trainer", "ganscope", "tests", "bench"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            bad = _top_level_imports(path) & {"server", "trainer"}
+            if bad:
+                offenders.append(f"{path.relative_to(REPO)} imports {', '.join(sorted(bad))}")
+    assert not offenders, offenders
+
+
+def test_wheel_installs_one_top_level_name_and_runs_from_it(tmp_path: Path) -> None:
+    """The built wheel holds `ganscope` alone, with server/, trainer/, templates/, static/ inside it, and its
+    app serves pages from its own copy (no checkout on the path)."""
+    import zipfile
+
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                          "-w", str(tmp_path / "dist"), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    (wheel,) = (tmp_path / "dist").glob("ganscope-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        z.extractall(tmp_path / "site")
+    assert {n.split("/")[0] for n in names} == {"ganscope", wheel.name.split("-py")[0] + ".dist-info"}
+    for want in ("ganscope/server/app.py", "ganscope/trainer/sdk.py", "ganscope/templates/run.html",
+                 "ganscope/static/js/run.js", "ganscope/server/migrations/versions/0001_initial.py"):
+        assert want in names, want
+    probe = ("import sys, ganscope, ganscope.server.app as a\n"
+             "from fastapi.testclient import TestClient\n"
+             "from ganscope.server.settings import Settings\n"
+             "assert a.__file__.startswith(sys.argv[1]), a.__file__\n"
+             "with TestClient(a.create_app(Settings(home=sys.argv[2]))) as c:\n"
+             "    r = c.get('/'); assert r.status_code == 200 and 'ganscope' in r.text, r.status_code\n"
+             "    assert c.get('/static/js/run.js').status_code == 200\n"
+             "print('ok', callable(ganscope.init))\n")
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("GANSCOPE_")}
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    run = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "site"), str(tmp_path / "home")],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip() == "ok True"

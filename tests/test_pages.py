@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import plotly
 
-from trainer.config import knob_catalog
+from ganscope.trainer.config import knob_catalog
 
 REPO = Path(__file__).resolve().parent.parent
 EVIL = "<img src=x onerror=alert(1)>"

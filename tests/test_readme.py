@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.settings import Settings
+from ganscope.server.settings import Settings
 from tests.harness import REPO, base_env, free_port, wait_for
 
 README = REPO / "README.md"

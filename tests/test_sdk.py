@@ -15,7 +15,7 @@ from tests.harness import REPO, base_env, free_port, start_server, wait_for
 # The user's script: plain Python, no torch. NaN at every 37th step; a PNG every 100 steps.
 SCRIPT = textwrap.dedent('''
     import math, struct, sys, time, zlib
-    from trainer import sdk
+    from ganscope.trainer import sdk
 
     def png(w, h, shade):
         raw = b"".join(b"\\x00" + bytes([shade, 255 - shade, 128]) * w for _ in range(h))
@@ -123,7 +123,7 @@ def test_server_restart_during_a_script_loses_nothing(home: Path, tmp_path: Path
 def test_unreachable_server_is_reported_after_the_retry_budget(tmp_path: Path) -> None:
     code = textwrap.dedent(f'''
         import time
-        from trainer import sdk
+        from ganscope.trainer import sdk
         t0 = time.monotonic()
         try:
             sdk.Run("http://127.0.0.1:{free_port()}", spool_dir={str(tmp_path)!r}, connect_for=2)

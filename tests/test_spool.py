@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 
 from tests.harness import REPO, base_env, free_port, start_server
-from trainer.client import Client, _sorted_unique, encode_values, json_safe
-from trainer.spool import Spool
+from ganscope.trainer.client import Client, _sorted_unique, encode_values, json_safe
+from ganscope.trainer.spool import Spool
 
 
 def test_put_is_ordered_durable_and_survives_reopen(tmp_path: Path) -> None:
@@ -41,7 +41,7 @@ def test_put_is_ordered_durable_and_survives_reopen(tmp_path: Path) -> None:
 
 def test_second_process_cannot_share_a_spool(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "s")
-    code = ("import sys; from trainer.spool import Spool, SpoolBusy\n"
+    code = ("import sys; from ganscope.trainer.spool import Spool, SpoolBusy\n"
             "try:\n    Spool(sys.argv[1])\nexcept SpoolBusy as e:\n    print('busy:', e); sys.exit(3)\n")
     p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s")], cwd=REPO, env=base_env(tmp_path),
                        capture_output=True, text=True, timeout=60)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from server.db import Database
-from server.schema import CHUNK_POINTS, MetricChunk, MetricLatest
-from server.store import metrics, runs
-from server.store.migrate import migrate
-from trainer.config import JobConfig
+from ganscope.server.db import Database
+from ganscope.server.schema import CHUNK_POINTS, MetricChunk, MetricLatest
+from ganscope.server.store import metrics, runs
+from ganscope.server.store.migrate import migrate
+from ganscope.trainer.config import JobConfig
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

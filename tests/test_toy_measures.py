@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from trainer.config import JobConfig
-from trainer.toy import Mixture, density_payload, mixture_for, mode_stats
+from ganscope.trainer.config import JobConfig
+from ganscope.trainer.toy import Mixture, density_payload, mixture_for, mode_stats
 
 torch.set_num_threads(1)
 

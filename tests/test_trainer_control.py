@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from tests.jobs import tiny_image_job
-from trainer import checkpoint as ckpt_io
-from trainer.config import JobConfig
-from trainer.loop import KEEP_CHECKPOINTS, train
-from trainer.sink import MemorySink
+from ganscope.trainer import checkpoint as ckpt_io
+from ganscope.trainer.config import JobConfig
+from ganscope.trainer.loop import KEEP_CHECKPOINTS, train
+from ganscope.trainer.sink import MemorySink
 
 torch.set_num_threads(1)
 

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from tests.jobs import tiny_image_job as _img
-from trainer import checkpoint as ckpt_io
-from trainer.config import JobConfig
-from trainer.loop import train
-from trainer.models import build_models
-from trainer.sink import MemorySink
+from ganscope.trainer import checkpoint as ckpt_io
+from ganscope.trainer.config import JobConfig
+from ganscope.trainer.loop import train
+from ganscope.trainer.models import build_models
+from ganscope.trainer.sink import MemorySink
 
 torch.set_num_threads(1)
 
@@ -153,7 +153,7 @@ def test_seed_makes_runs_repeatable(tmp_path: Path) -> None:
 
 def test_epochs_count_passes_over_a_finite_dataset(tmp_path: Path) -> None:
     cfg = _img(epochs=1, steps=1, batch_size=512)  # the 16px shapes bank: a few steps per pass
-    from trainer.data import build_data
+    from ganscope.trainer.data import build_data
     length = build_data(cfg).length
     sink = _run(cfg, tmp_path)
     assert sink.last_step() == math.ceil(length / cfg.batch_size)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from trainer.config import JobConfig
-from trainer.models import (
+from ganscope.trainer.config import JobConfig
+from ganscope.trainer.models import (
     DCGANDiscriminator, MinibatchDiscrimination, build_models, depth_for, parameter_count, z_shape,
 )
 

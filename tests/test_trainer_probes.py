@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 from tests.jobs import tiny_image_job as _img
-from trainer import checkpoint as ckpt_io
-from trainer.loop import train
-from trainer.models import NamedNet, build_models, parameter_count
-from trainer.probes import LayerProbe, MetricBuffer, diversity
-from trainer.sink import MemorySink
+from ganscope.trainer import checkpoint as ckpt_io
+from ganscope.trainer.loop import train
+from ganscope.trainer.models import NamedNet, build_models, parameter_count
+from ganscope.trainer.probes import LayerProbe, MetricBuffer, diversity
+from ganscope.trainer.sink import MemorySink
 
 torch.set_num_threads(1)
 
@@ -158,7 +158,7 @@ def test_no_host_read_per_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.mark.parametrize("dataset", ["shapes", "ring8"])
 def test_a_diverged_run_keeps_reporting_non_finite_values(tmp_path: Path, dataset: str) -> None:
-    from trainer.loop import Trainer
+    from ganscope.trainer.loop import Trainer
 
     sink = MemorySink()
     cfg = _img(dataset=dataset, toy_hidden=16, steps=8, sample_every=2, toy_every=2, checkpoint_every=4)

@@ -13,9 +13,9 @@ import statistics
 import pytest
 import torch
 
-from trainer.config import JobConfig
-from trainer.loop import train
-from trainer.sink import MemorySink
+from ganscope.trainer.config import JobConfig
+from ganscope.trainer.loop import train
+from ganscope.trainer.sink import MemorySink
 
 torch.set_num_threads(1)
 

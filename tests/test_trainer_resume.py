@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer import checkpoint as ckpt_io
-from trainer.config import JobConfig
-from trainer.loop import train
-from trainer.sink import MemorySink
+from ganscope.trainer import checkpoint as ckpt_io
+from ganscope.trainer.config import JobConfig
+from ganscope.trainer.loop import train
+from ganscope.trainer.sink import MemorySink
 
 torch.set_num_threads(1)
 

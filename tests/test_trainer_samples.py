@@ -10,13 +10,13 @@ import torch
 from PIL import Image
 
 from tests.jobs import tiny_image_job
-from trainer import checkpoint as ckpt_io
-from trainer.config import JobConfig
-from trainer.loop import train
-from trainer.samples import (
+from ganscope.trainer import checkpoint as ckpt_io
+from ganscope.trainer.config import JobConfig
+from ganscope.trainer.loop import train
+from ganscope.trainer.samples import (
     interpolation_png, latent_walk_png, load_generator, random_samples_png, slerp,
 )
-from trainer.sink import MemorySink
+from ganscope.trainer.sink import MemorySink
 
 torch.set_num_threads(1)
 

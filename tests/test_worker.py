@@ -1,4 +1,4 @@
-"""The worker process end to end: real server, real `python -m trainer.worker` processes, real jobs.
+"""The worker process end to end: real server, real `python -m ganscope.trainer.worker` processes, real jobs.
 
 The helpers here are shared with tests/test_faults.py.
 """
@@ -175,7 +175,7 @@ def test_device_this_host_lacks_stops_the_worker_at_once(tmp_path: Path) -> None
 
     if torch.cuda.device_count() > 7:
         pytest.skip("this host has a cuda:7")
-    p = subprocess.run([sys.executable, "-m", "trainer.worker", "--server", "http://127.0.0.1:9", "--device",
+    p = subprocess.run([sys.executable, "-m", "ganscope.trainer.worker", "--server", "http://127.0.0.1:9", "--device",
                         "cuda:7", "--workdir", str(tmp_path)], cwd=REPO, env=base_env(tmp_path),
                        capture_output=True, text=True, timeout=120)
     assert p.returncode != 0

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.config import JobConfig
+from ganscope.trainer.config import JobConfig
 
 FORMAT = "ganscope-checkpoint"
 VERSION = 1

@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 
-from trainer.spool import Entry, Spool, SpoolBusy  # noqa: F401 - SpoolBusy is part of this API
+from ganscope.trainer.spool import Entry, Spool, SpoolBusy  # noqa: F401 - SpoolBusy is part of this API
 
 log = logging.getLogger("ganscope.client")
 

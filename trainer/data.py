@@ -19,10 +19,10 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from trainer.config import DISK_DATASETS, JobConfig
-from trainer.datasets.errors import DatasetError
-from trainer.datasets.shapes import bank_size, render_bank
-from trainer.toy import POISSON_RATE, Mixture, mixture_for
+from ganscope.trainer.config import DISK_DATASETS, JobConfig
+from ganscope.trainer.datasets.errors import DatasetError
+from ganscope.trainer.datasets.shapes import bank_size, render_bank
+from ganscope.trainer.toy import POISSON_RATE, Mixture, mixture_for
 
 __all__ = ["DataSource", "DatasetError", "ShapesSource", "ToySource", "build_data", "resolve_data_dir"]
 
@@ -109,7 +109,7 @@ def build_data(cfg: JobConfig, data_root: Path | None = None) -> DataSource:
         return ToySource(dim=cfg.data_dim, mixture=mixture_for(cfg))
     if cfg.dataset in DISK_DATASETS:
         # Imported here: PIL and the readers are only needed for disk sets.
-        from trainer.datasets.disk import load_disk_dataset
+        from ganscope.trainer.datasets.disk import load_disk_dataset
 
         return load_disk_dataset(cfg, resolve_data_dir(cfg, data_root))
     raise DatasetError(f"unknown dataset {cfg.dataset!r}")

@@ -34,15 +34,15 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from trainer import checkpoint as ckpt_io
-from trainer.config import JobConfig
-from trainer.data import DataSource, DatasetError, build_data
-from trainer.device import amp_enabled, autocast, memory_format, resolve_device
-from trainer.models import build_models, parameter_count, z_shape
-from trainer.probes import LayerProbe, MetricBuffer, diversity
-from trainer.samples import GRID_N, checkpoint_figures, generate, images_png
-from trainer.sink import Sink
-from trainer.toy import density_payload, mixture_for, mode_stats
+from ganscope.trainer import checkpoint as ckpt_io
+from ganscope.trainer.config import JobConfig
+from ganscope.trainer.data import DataSource, DatasetError, build_data
+from ganscope.trainer.device import amp_enabled, autocast, memory_format, resolve_device
+from ganscope.trainer.models import build_models, parameter_count, z_shape
+from ganscope.trainer.probes import LayerProbe, MetricBuffer, diversity
+from ganscope.trainer.samples import GRID_N, checkpoint_figures, generate, images_png
+from ganscope.trainer.sink import Sink
+from ganscope.trainer.toy import density_payload, mixture_for, mode_stats
 
 Status = Literal["succeeded", "cancelled", "stopped", "handback"]
 _CONTROL_STATUS: dict[str, Status] = {"cancel": "cancelled", "stop": "stopped", "handback": "handback"}

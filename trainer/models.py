@@ -30,7 +30,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from trainer.config import JobConfig
+from ganscope.trainer.config import JobConfig
 
 # Minibatch discrimination size (Salimans et al. 2016 use 100 kernels of 5 dims on bigger nets).
 MBD_KERNELS = 16
@@ -228,7 +228,7 @@ def build_discriminator(cfg: JobConfig) -> NamedNet:
 
 def build_models(cfg: JobConfig) -> tuple[NamedNet, NamedNet]:
     """G and D, initialised from `cfg.seed` alone (same weights on every device and rerun)."""
-    from trainer.device import seeded
+    from ganscope.trainer.device import seeded
 
     with seeded(cfg.seed):
         g = build_generator(cfg)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainer.models import NamedNet
+from ganscope.trainer.models import NamedNet
 
 
 class LayerProbe:

@@ -20,9 +20,9 @@ from PIL import Image, ImageDraw
 from torch import nn
 from torchvision.utils import make_grid
 
-from trainer import checkpoint as ckpt_io
-from trainer.config import JobConfig
-from trainer.models import NamedNet, build_generator, z_shape
+from ganscope.trainer import checkpoint as ckpt_io
+from ganscope.trainer.config import JobConfig
+from ganscope.trainer.models import NamedNet, build_generator, z_shape
 
 GRID_N = 64                    # fixed-z grid: 8 x 8
 INTERP_ROWS, INTERP_STEPS = 4, 8

@@ -1,6 +1,6 @@
 """Log your own training script to a ganscope server: the same charts and failure signatures.
 
-    from trainer import sdk
+    from ganscope.trainer import sdk
 
     with sdk.init("http://127.0.0.1:8000", name="my dcgan", config={"dataset": "mnist", "lr_d": 2e-4}) as run:
         for step in range(steps):
@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from trainer.client import Client, ServerUnavailable
+from ganscope.trainer.client import Client, ServerUnavailable
 
 log = logging.getLogger("ganscope.sdk")
 
@@ -107,7 +107,7 @@ class Run:
             _remove_quietly(self.client.spool.root)
         else:
             log.warning("run %d: server unreachable; %d requests kept in %s, send them later with "
-                        "trainer.sdk.replay(server, %r)", self.id, self.client.spool.count(),
+                        "ganscope.replay(server, %r)", self.id, self.client.spool.count(),
                         self.client.spool.root, str(self.client.spool.root))
         return drained
 

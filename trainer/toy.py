@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from trainer.config import JobConfig
+from ganscope.trainer.config import JobConfig
 
 POISSON_RATE = 4.0
 # A sample is "high quality" within this many sigmas of its nearest mode (standard measure).

@@ -1,6 +1,6 @@
 """The worker process: claim a job over HTTP, train it, report everything, hand it back on SIGTERM.
 
-    python -m trainer.worker --server URL [--token T] [--device cuda:1] [--spool DIR] [--workdir DIR]
+    python -m ganscope.trainer.worker --server URL [--token T] [--device cuda:1] [--spool DIR] [--workdir DIR]
 
 States (one stdout line each): idle -> claimed run N -> training -> finishing -> idle. A
 heartbeat thread reports the step every --heartbeat seconds; its answer (and each ingest
@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.client import Client, ServerUnavailable, SpoolBusy
-from trainer.config import JobConfig
-from trainer.device import DeviceError
+from ganscope.trainer.client import Client, ServerUnavailable, SpoolBusy
+from ganscope.trainer.config import JobConfig
+from ganscope.trainer.device import DeviceError
 
 log = logging.getLogger("ganscope.worker")
 
@@ -107,7 +107,7 @@ class Worker:
         self.client = Client(opts.server, Path(opts.spool), token=opts.token, on_action=self._on_ingest_action,
                              flush_seconds=0.5)
         # torch and the trainer load now (seconds), not between claiming a job and heart-beating for it.
-        from trainer.loop import train
+        from ganscope.trainer.loop import train
 
         self._train = train
         self._hb_stop = threading.Event()
@@ -277,7 +277,7 @@ class Worker:
 
 def resolve_device(device: str) -> str:
     """auto -> cuda:0 or cpu; a device this host lacks stops the worker now, not at its first job."""
-    from trainer.device import resolve_device as torch_device
+    from ganscope.trainer.device import resolve_device as torch_device
 
     return str(torch_device(device))
 

@@ -6,10 +6,10 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 
-from server.deps import DB
-from server.detectors.catalog import catalog
-from server.schema import Run
-from server.store import alerts as alerts_store
+from ganscope.server.deps import DB
+from ganscope.server.detectors.catalog import catalog
+from ganscope.server.schema import Run
+from ganscope.server.store import alerts as alerts_store
 
 router = APIRouter(tags=["alerts"])
 

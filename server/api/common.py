@@ -14,11 +14,11 @@ from fastapi import HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
-from server.db import Database
-from server.live import Broker
-from server.schema import Run
-from server.store import queue as queue_store
-from server.store import runs as runs_store
+from ganscope.server.db import Database
+from ganscope.server.live import Broker
+from ganscope.server.schema import Run
+from ganscope.server.store import queue as queue_store
+from ganscope.server.store import runs as runs_store
 
 log = logging.getLogger("ganscope.api")
 

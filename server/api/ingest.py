@@ -20,19 +20,19 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from server.api.common import (
+from ganscope.server.api.common import (
     json_response,
     json_limit, not_found, parse_json, read_body, storage_errors, unprocessable, upload_limit,
 )
-from server.auth import Authorized
-from server.db import Database
-from server.deps import DB, MAX_INT64, BrokerDep, SettingsDep, RunId, StepParam
-from server.downsample import to_json
-from server.live import Broker
-from server.store import artifacts, queue as queue_store
-from server.store import metrics as metrics_store
-from server.store.runs import get_run
-from server.store.util import utcnow
+from ganscope.server.auth import Authorized
+from ganscope.server.db import Database
+from ganscope.server.deps import DB, MAX_INT64, BrokerDep, SettingsDep, RunId, StepParam
+from ganscope.server.downsample import to_json
+from ganscope.server.live import Broker
+from ganscope.server.store import artifacts, queue as queue_store
+from ganscope.server.store import metrics as metrics_store
+from ganscope.server.store.runs import get_run
+from ganscope.server.store.util import utcnow
 
 log = logging.getLogger("ganscope.ingest")
 router = APIRouter(tags=["ingest"])
@@ -118,7 +118,7 @@ def ingest_metrics(db: Database, broker: Broker, detectors_on: bool, run_id: int
             broker.publish(run_id, "metrics", {"metrics": {n: to_json(st, v) for n, (st, v) in result.accepted.items()}})
         if detectors_on:
             try:
-                from server.detectors import hook
+                from ganscope.server.detectors import hook
 
                 stopped = hook.process_ingest(db, broker, run_id, result.accepted, result.nonfinite)
             except Exception:  # noqa: BLE001 - points are committed; a detector bug must not make the sender retry

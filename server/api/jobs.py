@@ -9,14 +9,14 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
-from server.detectors.catalog import validate_overrides
-from server.api.common import (
+from ganscope.server.detectors.catalog import validate_overrides
+from ganscope.server.api.common import (
     json_limit, json_response, parse_json, publish_status, read_body, storage_errors, unprocessable,
 )
-from server.auth import Authorized
-from server.deps import DB, BrokerDep, SettingsDep
-from server.store import runs as runs_store
-from trainer.config import JobConfig
+from ganscope.server.auth import Authorized
+from ganscope.server.deps import DB, BrokerDep, SettingsDep
+from ganscope.server.store import runs as runs_store
+from ganscope.trainer.config import JobConfig
 
 router = APIRouter(tags=["jobs"])
 _SIGNATURE_ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -83,6 +83,6 @@ async def create_job(request: Request, _: Authorized, db: DB, broker: BrokerDep,
 
 @router.get("/api/knobs", summary="Every job knob with default, constraints and help")
 def knobs() -> dict[str, Any]:
-    from trainer.config import knob_catalog
+    from ganscope.trainer.config import knob_catalog
 
     return {"knobs": knob_catalog()}

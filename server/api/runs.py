@@ -10,17 +10,17 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from server.api.common import (
+from ganscope.server.api.common import (
     json_response,
     http_errors, json_limit, not_found, parse_json, publish_status, read_body, storage_errors, unprocessable,
 )
-from server.api.jobs import validate_config
-from server.auth import Authorized
-from server.deps import DB, BrokerDep, SettingsDep, MAX_INT64, RunId, StepParam
-from server.downsample import downsample, select_range
-from server.store import artifacts, queue as queue_store
-from server.store import metrics as metrics_store
-from server.store import runs as runs_store
+from ganscope.server.api.jobs import validate_config
+from ganscope.server.auth import Authorized
+from ganscope.server.deps import DB, BrokerDep, SettingsDep, MAX_INT64, RunId, StepParam
+from ganscope.server.downsample import downsample, select_range
+from ganscope.server.store import artifacts, queue as queue_store
+from ganscope.server.store import metrics as metrics_store
+from ganscope.server.store import runs as runs_store
 
 router = APIRouter(tags=["runs"])
 MAX_POINTS_CAP = 1_000_000

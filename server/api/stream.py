@@ -26,9 +26,9 @@ import orjson
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
-from server.deps import DB, BrokerDep
-from server.live import ALL_RUNS
-from server.schema import Run
+from ganscope.server.deps import DB, BrokerDep
+from ganscope.server.live import ALL_RUNS
+from ganscope.server.schema import Run
 
 router = APIRouter(tags=["stream"])
 

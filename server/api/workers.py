@@ -10,11 +10,11 @@ from fastapi import APIRouter, FastAPI, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.api.common import http_errors, publish_status, storage_errors
-from server.auth import Authorized
-from server.deps import DB, BrokerDep, MAX_INT64, RunId
-from server.store import queue as queue_store
-from server.store.util import iso
+from ganscope.server.api.common import http_errors, publish_status, storage_errors
+from ganscope.server.auth import Authorized
+from ganscope.server.deps import DB, BrokerDep, MAX_INT64, RunId
+from ganscope.server.store import queue as queue_store
+from ganscope.server.store.util import iso
 
 log = logging.getLogger("ganscope.queue")
 router = APIRouter(tags=["workers"])

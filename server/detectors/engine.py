@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from server.detectors.catalog import BY_ID, SEVERITY_RANK, remedy_for, thresholds_for
-from server.detectors.rules import RULES, Context, Finding, Series
+from ganscope.server.detectors.catalog import BY_ID, SEVERITY_RANK, remedy_for, thresholds_for
+from ganscope.server.detectors.rules import RULES, Context, Finding, Series
 
 KEEP_STEPS = 400  # > the largest rule window (oscillation: 200) with room for the onset search
 TRIM_SLACK = 200  # the windows may hold up to this many steps more than KEEP_STEPS between trims

@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from server.db import Database
-from server.detectors.engine import EARLY_STEPS, KEEP_STEPS, AlertState, Change, Engine, RunDetector
-from server.live import Broker
-from server.schema import Alert, MetricLatest, Run
-from server.store import alerts as alerts_store
-from server.store import metrics as metrics_store
+from ganscope.server.db import Database
+from ganscope.server.detectors.engine import EARLY_STEPS, KEEP_STEPS, AlertState, Change, Engine, RunDetector
+from ganscope.server.live import Broker
+from ganscope.server.schema import Alert, MetricLatest, Run
+from ganscope.server.store import alerts as alerts_store
+from ganscope.server.store import metrics as metrics_store
 
 log = logging.getLogger("ganscope.detectors")
 MIN_INTERVAL_S = 0.25  # a worker flushes every 50 steps or 2 s: each of its batches is still judged
@@ -189,7 +189,7 @@ def _persist(db: Database, broker: Broker, run_id: int, det: RunDetector, change
                     for r in (s.get(Alert, ch.alert.id) for ch in changes) if r is not None]
         summary = None
         if status_changed:
-            from server.store import runs as runs_store
+            from ganscope.server.store import runs as runs_store
 
             s.flush()
             summary = runs_store.summary(s, run)

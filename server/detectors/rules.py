@@ -21,9 +21,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from server.detectors.catalog import LN4
-from server.detectors.rules_nets import capacity_imbalance, exploding_grad, poor_init, vanishing_g_grad
-from server.detectors.window import (  # noqa: F401 - re-exported: tests and the corpus use them from here
+from ganscope.server.detectors.catalog import LN4
+from ganscope.server.detectors.rules_nets import capacity_imbalance, exploding_grad, poor_init, vanishing_g_grad
+from ganscope.server.detectors.window import (  # noqa: F401 - re-exported: tests and the corpus use them from here
     MIN_POINTS, Context, Finding, Series, Window, tail, align, bce_floor, get, held, layer_names, stat,
     weight_layers,
 )

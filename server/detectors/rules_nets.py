@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from server.detectors.window import (
+from ganscope.server.detectors.window import (
     MIN_POINTS, Context, Finding, Window, align, early_level, get, held, layer_names, stat, tail, weight_layers,
 )
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from server.detectors import arch as arch_mod
-from server.detectors.catalog import TOY_MODES
+from ganscope.server.detectors import arch as arch_mod
+from ganscope.server.detectors.catalog import TOY_MODES
 
 Series = tuple[np.ndarray, np.ndarray]  # (steps int64, values float64), increasing steps
 Window = Mapping[str, Series]

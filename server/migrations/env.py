@@ -9,7 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from server.schema import Base
+from ganscope.server.schema import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -31,7 +31,7 @@ connection = config.attributes.get("connection")
 if connection is not None:
     _run(connection)
 else:
-    from server.settings import get_settings
+    from ganscope.server.settings import get_settings
 
     engine = create_engine(config.get_main_option("sqlalchemy.url") or get_settings().sqlalchemy_url)
     with engine.connect() as conn:

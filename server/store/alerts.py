@@ -7,8 +7,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from server.schema import Alert, Run
-from server.store.util import iso, utcnow
+from ganscope.server.schema import Alert, Run
+from ganscope.server.store.util import iso, utcnow
 
 
 def to_dict(a: Alert) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.schema import Checkpoint, Run, Sample, Snapshot
-from server.store.util import iso, upsert, utcnow
+from ganscope.server.schema import Checkpoint, Run, Sample, Snapshot
+from ganscope.server.store.util import iso, upsert, utcnow
 
 KIND_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -28,7 +28,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.schema import CHUNK_POINTS, MetricLatest
+from ganscope.server.schema import CHUNK_POINTS, MetricLatest
 
 I64 = np.dtype("<i8")
 F64 = np.dtype("<f8")

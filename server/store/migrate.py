@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import inspect, text
 
-from server.db import Database
+from ganscope.server.db import Database
 
 log = logging.getLogger("ganscope.migrate")
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"

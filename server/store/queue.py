@@ -15,9 +15,9 @@ from datetime import timedelta
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from server.schema import Run, Worker
-from server.store.runs import FINAL, get_run
-from server.store.util import as_utc, dialect, upsert, utcnow
+from ganscope.server.schema import Run, Worker
+from ganscope.server.store.runs import FINAL, get_run
+from ganscope.server.store.util import as_utc, dialect, upsert, utcnow
 
 ACTIONS = {None: "continue", "cancel": "cancel", "stop": "stop"}
 

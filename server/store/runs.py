@@ -7,9 +7,9 @@ from typing import Any
 from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
-from server.schema import Alert, MetricLatest, Run
-from server.store.util import iso, utcnow
-from trainer.config import JobConfig
+from ganscope.server.schema import Alert, MetricLatest, Run
+from ganscope.server.store.util import iso, utcnow
+from ganscope.trainer.config import JobConfig
 
 FINAL = ("succeeded", "failed", "cancelled", "stopped")
 STATUSES = ("queued", "running", *FINAL)

@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from trainer.config import DATASET_CHANNELS, JobConfig
-from trainer.datasets.errors import DatasetError
+from ganscope.trainer.config import DATASET_CHANNELS, JobConfig
+from ganscope.trainer.datasets.errors import DatasetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 CACHE_BYTES = 512 << 20        # resized file images kept in memory (CelebA at 64 px: ~43k images)
