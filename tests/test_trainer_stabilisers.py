@@ -173,7 +173,9 @@ def test_r1_penalty_is_the_squared_input_gradient_on_real_data() -> None:
     x = torch.randn(16, 3, 4, 4, generator=gen).requires_grad_(True)
     w = torch.randn(48, generator=gen)
     assert r1_penalty(x.flatten(1) @ w, x).item() == pytest.approx(w.pow(2).sum().item(), rel=1e-6)
-    assert r1_penalty((x.flatten(1) ** 2).sum(1), x).item() == pytest.approx(4 * x.detach().pow(2).sum(dim=(1, 2, 3)).mean().item(), rel=1e-5)
+    # D(x) = ‖x‖²: ∇ = 2x, so R1 = 4 · mean ‖x‖².
+    want = 4 * x.detach().pow(2).sum(dim=(1, 2, 3)).mean().item()
+    assert r1_penalty((x.flatten(1) ** 2).sum(1), x).item() == pytest.approx(want, rel=1e-5)
 
 
 def test_r1_runs_every_r1_every_d_updates_and_changes_only_ds_gradients(tmp_path: Path) -> None:
@@ -187,10 +189,39 @@ def test_r1_runs_every_r1_every_d_updates_and_changes_only_ds_gradients(tmp_path
     assert r1.values("grad/d/conv1")[0] == plain.values("grad/d/conv1")[0]
     assert r1.values("loss/d")[1] == plain.values("loss/d")[1]
     assert r1.values("grad/d/conv1")[1] != plain.values("grad/d/conv1")[1]
-    assert r1.values("grad/d/conv1")[1] > plain.values("grad/d/conv1")[1]
     # Counted in D updates: with two per step, updates 3, 6, 9, 12 fall in steps 2, 3, 5, 6.
     two = _run(_img(steps=6, d_steps=2, r1_gamma=1.0, r1_every=3), tmp_path, "two")
     assert two.series("loss/r1")[0] == [2, 3, 5, 6]
+
+
+def test_lazy_r1_adds_gamma_over_2_times_r1_every_times_the_penalty_to_ds_objective(tmp_path: Path) -> None:
+    # Two D updates per step, R1 every 2nd: the step's last update carries the penalty, weighted 3/2 · 2.
+    cfg = _img(steps=1, d_steps=2, r1_gamma=3.0, r1_every=2)
+    sink = _run(cfg, tmp_path)
+    t = Trainer(cfg, MemorySink(), tmp_path / "ref")
+    g, d, opt = t.state.g, t.state.d, t.state.opt_d
+    ones, zeros = torch.ones(cfg.batch_size), torch.zeros(cfg.batch_size)
+
+    def bce_halves(real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s_real = d(real)[0]
+        return s_real, (F.binary_cross_entropy_with_logits(s_real, ones)
+                        + F.binary_cross_entropy_with_logits(d(fake)[0], zeros))
+
+    real = t.real_batch()
+    fake = g(t.noise(cfg.batch_size)).detach()
+    opt.zero_grad()
+    bce_halves(real, fake)[1].backward()                 # update 1: no penalty
+    opt.step()
+    real = t.real_batch().requires_grad_(True)
+    fake = g(t.noise(cfg.batch_size)).detach()
+    s_real, loss = bce_halves(real, fake)
+    (grad_x,) = torch.autograd.grad(s_real.sum(), real, create_graph=True)
+    r1 = grad_x.pow(2).flatten(1).sum(1).mean()
+    grads = torch.autograd.grad(loss + 3.0 / 2 * 2 * r1, d.param_layers()["conv1"])
+    assert sink.values("loss/r1") == [pytest.approx(r1.item(), rel=1e-5)]
+    assert sink.values("grad/d/conv1")[0] == pytest.approx(math.sqrt(sum(x.norm().item() ** 2 for x in grads)),
+                                                           rel=1e-4)
+    assert sink.values("loss/d")[0] == pytest.approx(loss.item(), rel=1e-6)      # R1 is not in loss/d
 
 
 # --- spectral norm --------------------------------------------------------------------------------------
@@ -451,6 +482,10 @@ def test_every_stabiliser_switches_on_through_a_config_diff(srv: ServerProc) -> 
     with srv.client() as c:
         r = c.post("/api/jobs", json={**base, **diff})
         assert r.status_code == 201, r.text
+        # The runs list shows the stabilisers a run has on, next to its other key knobs.
+        assert {k: r.json()["key_config"].get(k) for k in ("loss", "spectral_norm", "r1_gamma", "ema_g")} == \
+            {"loss": "hinge", "spectral_norm": "both", "r1_gamma": 10, "ema_g": 0.999}
+        assert "spectral_norm" not in c.post("/api/jobs", json=base).json()["key_config"]
         config = c.get(f"/api/runs/{r.json()['id']}").json()["config"]
     assert {k: config[k] for k in diff} == {**diff, "diffaugment": "color,translation"}   # canonical order
     assert JobConfig.model_validate(config).augment_ops == ("color", "translation")

@@ -34,6 +34,7 @@ LossName = Literal["nonsaturating", "minimax", "hinge", "wgan_gp"]
 # label smoothing mean anything.
 BCE_LOSSES = ("nonsaturating", "minimax")
 AUGMENT_OPS = ("color", "translation", "cutout")
+STABILISER_KNOBS = ("spectral_norm", "r1_gamma", "ema_g", "diffaugment")
 
 
 @dataclass(frozen=True)
@@ -260,6 +261,10 @@ class JobConfig(BaseModel):
         out = {k: getattr(self, k) for k in keys}
         if self.is_toy:
             out.pop("image_size")
+        # Stabilisers only when on: they are what tells two otherwise alike runs apart.
+        for k in STABILISER_KNOBS:
+            if getattr(self, k) != JobConfig.model_fields[k].default:
+                out[k] = getattr(self, k)
         return out
 
 
