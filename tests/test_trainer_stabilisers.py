@@ -19,7 +19,7 @@ from ganscope.trainer.config import JobConfig
 from ganscope.trainer.data import build_data
 from ganscope.trainer.ema import EmaGenerator
 from ganscope.trainer.losses import gradient_penalty, r1_penalty
-from ganscope.trainer.loop import _NOISE_SALT, Trainer, make_adam, train
+from ganscope.trainer.loop import _EVAL_SALT, _NOISE_SALT, TOY_EVAL_N, Trainer, make_adam, train
 from ganscope.trainer.models import build_generator, build_models, z_shape
 from ganscope.trainer.probes import LayerProbe
 from ganscope.trainer.samples import checkpoint_figures, generate, images_png, load_generator
@@ -331,7 +331,6 @@ def test_ema_toy_snapshots_come_from_the_average(tmp_path: Path) -> None:
     t = Trainer(cfg, MemorySink(), tmp_path)
     t.run()
     snap = t.sink.snapshots[-1]
-    from ganscope.trainer.loop import _EVAL_SALT, TOY_EVAL_N
     z = torch.randn(z_shape(cfg, TOY_EVAL_N), generator=torch.Generator().manual_seed(
         cfg.seed * 1_000_003 + _EVAL_SALT + 20))
     for net, same in ((t.state.g_ema.module, True), (t.state.g, False)):
