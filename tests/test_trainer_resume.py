@@ -40,6 +40,13 @@ def _merged(*sinks: MemorySink) -> dict[str, dict[int, float]]:
     dict(dataset="shapes", fm_weight=0.5, fm_warmup_steps=30, d_steps=2, label_smoothing=0.9),
     # toy: minibatch discrimination, minimax loss, two G updates; toy/modes every 10 steps
     dict(dataset="ring8", toy_hidden=16, toy_layers=2, minibatch_disc=True, loss="minimax", g_steps=2),
+    # stabilisers: spectral norm in both nets (its power-iteration vectors), EMA of G, lazy R1 across the
+    # interruption, DiffAugment's draws, the hinge loss
+    dict(dataset="shapes", loss="hinge", spectral_norm="both", ema_g=0.95, r1_gamma=1.0, r1_every=3,
+         diffaugment="color,translation,cutout"),
+    # toy: WGAN-GP's interpolates, spectral norm in D, EMA snapshots
+    dict(dataset="ring8", toy_hidden=16, toy_layers=2, loss="wgan_gp", spectral_norm="d", ema_g=0.9, r1_gamma=0.5,
+         r1_every=4),
 ])
 def test_interrupted_and_resumed_run_equals_straight_run(tmp_path: Path, knobs: dict) -> None:
     cfg = _cfg(**knobs)
@@ -64,11 +71,16 @@ def test_interrupted_and_resumed_run_equals_straight_run(tmp_path: Path, knobs: 
         assert set(want["toy/modes"]) >= {10, 20, 30, 40}
     for name in want:
         assert got[name] == want[name], f"{name} differs after resume"
+    # Samples too (drawn from G's moving average when on): the same pictures at the same steps.
+    grids = {s.step: s.png for s in straight.samples_of("grid")}
+    resumed = {s.step: s.png for s in first.samples_of("grid") + second.samples_of("grid")}
+    assert grids == resumed
 
     # And the final weights and optimizer moments are the same bits.
     a = ckpt_io.load(straight.checkpoints[-1][1])
     c = ckpt_io.load(second.checkpoints[-1][1])
-    for net in ("g", "d"):
+    assert ("g_ema" in a) == (cfg.ema_g > 0) == ("g_ema" in c)
+    for net in ("g", "d", "g_ema") if cfg.ema_g > 0 else ("g", "d"):
         for key, tensor in a[net].items():
             assert torch.equal(tensor, c[net][key]), f"{net}.{key}"
     for opt in ("opt_g", "opt_d"):

@@ -1,6 +1,7 @@
 """Checkpoints: everything a run needs to continue exactly as if it had never stopped.
 
-A checkpoint holds both nets (with batch-norm buffers), both optimizers, the step,
+A checkpoint holds both nets (with batch-norm buffers and spectral norm's vectors), the
+moving average of G when ``ema_g`` is on (key ``g_ema``), both optimizers, the step,
 every RNG the loop draws from (torch's global CPU and CUDA generators, the data
 generator, the noise generator), the job config and the fixed sample z. Loading uses
 ``weights_only=True``: checkpoints travel through the server, and unpickling
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -25,6 +26,14 @@ VERSION = 1
 
 class CheckpointError(ValueError):
     """A file that is not a ganscope checkpoint, or one that does not fit this job."""
+
+
+class Averaged(Protocol):
+    """What a checkpoint needs of G's moving average (`trainer.ema.EmaGenerator`)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def reset_to(self, g: nn.Module) -> None: ...
 
 
 @dataclass
@@ -40,6 +49,7 @@ class TrainState:
     data_gen: torch.Generator
     noise_gen: torch.Generator
     fixed_z: torch.Tensor
+    g_ema: Averaged | None = None   # G's moving average, when ema_g is on
 
 
 def checkpoint_dir(workdir: Path) -> Path:
@@ -70,6 +80,8 @@ def save(state: TrainState, path: Path) -> Path:
         },
         "fixed_z": state.fixed_z.detach().cpu(),
     }
+    if state.g_ema is not None:
+        payload["g_ema"] = state.g_ema.state_dict()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -98,8 +110,11 @@ def config_of(ckpt: dict[str, Any]) -> JobConfig:
 
 
 # Knobs that shape the nets or the data stream: resuming under different values cannot be exact.
+# Spectral norm is one: switching it divides every layer by its sigma at once, a different D, not
+# the same run continued. `d_norm` is D's normalisation (loss wgan_gp swaps batch for layer norm).
 _SHAPE_KNOBS = ("dataset", "image_size", "nz", "ngf", "ndf", "d_downsample", "batch_norm", "g_act", "d_act",
-                "minibatch_disc", "toy_hidden", "toy_layers", "batch_size", "seed")
+                "minibatch_disc", "toy_hidden", "toy_layers", "batch_size", "seed", "spectral_norm", "d_norm")
+_KNOB_LABEL = {"d_norm": "D's normalisation (loss wgan_gp uses layer norm where batch norm was)"}
 
 
 def restore(state: TrainState, ckpt: dict[str, Any]) -> None:
@@ -108,9 +123,15 @@ def restore(state: TrainState, ckpt: dict[str, Any]) -> None:
     diff = [k for k in _SHAPE_KNOBS if getattr(saved, k) != getattr(state.cfg, k)]
     if diff:
         raise CheckpointError("checkpoint was written under different " + ", ".join(
-            f"{k} ({getattr(saved, k)!r} vs {getattr(state.cfg, k)!r})" for k in diff))
+            f"{_KNOB_LABEL.get(k, k)} ({getattr(saved, k)!r} vs {getattr(state.cfg, k)!r})" for k in diff))
     state.g.load_state_dict(ckpt["g"])
     state.d.load_state_dict(ckpt["d"])
+    if state.g_ema is not None:
+        # A run that turns the average on at resume starts it from G as it stands.
+        if "g_ema" in ckpt:
+            state.g_ema.load_state_dict(ckpt["g_ema"])
+        else:
+            state.g_ema.reset_to(state.g)
     state.opt_g.load_state_dict(ckpt["opt_g"])
     state.opt_d.load_state_dict(ckpt["opt_d"])
     rng = ckpt["rng"]

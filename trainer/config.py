@@ -29,6 +29,13 @@ DatasetName = Literal[
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
+LossName = Literal["nonsaturating", "minimax", "hinge", "wgan_gp"]
+# Losses on D's probability (binary cross-entropy on its logit): the only ones where pred/* and
+# label smoothing mean anything.
+BCE_LOSSES = ("nonsaturating", "minimax")
+AUGMENT_OPS = ("color", "translation", "cutout")
+STABILISER_KNOBS = ("spectral_norm", "r1_gamma", "ema_g", "diffaugment")
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -84,10 +91,35 @@ class JobConfig(BaseModel):
     fm_weight: float = Field(0.0, ge=0, le=1000, description="Feature-matching weight in G's loss (0 is off).")
     fm_warmup_steps: int = Field(
         0, ge=0, description="Steps over which the feature-matching weight ramps from 0, adversarial term first.")
-    loss: Literal["nonsaturating", "minimax"] = Field(
-        "nonsaturating", description="G's adversarial loss: -log D(G(z)) or log(1 - D(G(z))).")
+    loss: LossName = Field(
+        "nonsaturating",
+        description="GAN objective. nonsaturating: G minimises -log D(G(z)); minimax: log(1 - D(G(z))) (both "
+                    "BCE on D's logit, Goodfellow et al. 2014); hinge: D minimises relu(1 - D(x)) + "
+                    "relu(1 + D(G(z))), G -D(G(z)) (Lim & Ye 2017, Miyato et al. 2018); wgan_gp: a critic "
+                    "with gradient penalty (Gulrajani et al. 2017), D's batch norm becomes layer norm.")
+    gp_weight: float = Field(
+        10.0, gt=0, le=1000, description="WGAN-GP penalty weight lambda (10 in Gulrajani et al. 2017); "
+                                          "used with loss wgan_gp only.")
     steps: int = Field(2000, ge=1, description="Optimisation steps (one step = d_steps D updates + g_steps G updates).")
     epochs: int | None = Field(None, ge=1, description="If set, overrides steps: passes over a finite dataset.")
+
+    # --- stabilisers (off by default: the DCGAN recipe is trained unchanged) ---
+    spectral_norm: Literal["none", "d", "both"] = Field(
+        "none", description="Spectral normalisation of every conv/linear weight in D, or in D and G "
+                            "(Miyato et al. 2018; Zhang et al. 2019 for G).")
+    r1_gamma: float = Field(
+        0.0, ge=0, le=10_000, description="R1 penalty gamma/2 * E||grad_x D(x)||^2 on real data "
+                                          "(Mescheder et al. 2018); 0 is off.")
+    r1_every: int = Field(
+        16, ge=1, le=10_000, description="Lazy R1: computed every this many D updates and scaled by it "
+                                         "(Karras et al. 2020, StyleGAN2).")
+    ema_g: float = Field(
+        0.0, ge=0, lt=1, description="Decay of an exponential moving average of G's weights, which then draws "
+                                     "every sample (Yazici et al. 2019; e.g. 0.999); 0 is off.")
+    diffaugment: str = Field(
+        "", max_length=100,
+        description="DiffAugment policy for image sets (Zhao et al. 2020): comma-separated subset of color, "
+                    "translation, cutout, applied to real and fake images in every D and G step; empty is off.")
 
     # --- reporting -----------------------------------------------------------
     sample_every: int = Field(100, ge=1, description="Steps between fixed-z sample grids.")
@@ -142,12 +174,39 @@ class JobConfig(BaseModel):
             raise ValueError("data_root may not contain '..' or NUL: it is resolved inside the server's data root")
         return v
 
+    @field_validator("diffaugment")
+    @classmethod
+    def _augment_policy(cls, v: str) -> str:
+        """Normalised to "op,op" in the canonical order, so equal policies compare equal."""
+        ops = [op.strip() for op in v.split(",") if op.strip()]
+        unknown = [op for op in ops if op not in AUGMENT_OPS]
+        if unknown:
+            raise ValueError(f"diffaugment ops must be among {', '.join(AUGMENT_OPS)} (comma-separated; "
+                             f"empty is off), got {', '.join(map(repr, unknown))}")
+        if len(set(ops)) != len(ops):
+            raise ValueError(f"diffaugment names an op twice: {v!r}")
+        return ",".join(op for op in AUGMENT_OPS if op in ops)
+
     @model_validator(mode="after")
     def _dataset_needs(self) -> "JobConfig":
         if self.dataset == "folder" and not self.data_root:
             raise ValueError("dataset 'folder' needs data_root: the image folder's path inside the data root")
         if self.epochs is not None and self.dataset not in DISK_DATASETS and self.dataset != "shapes":
             raise ValueError(f"epochs needs a finite dataset; {self.dataset} is sampled endlessly: use steps")
+        return self
+
+    @model_validator(mode="after")
+    def _stabilisers_fit(self) -> "JobConfig":
+        # Combinations that would silently do nothing or break the method are refused, not ignored.
+        if self.diffaugment and self.is_toy:
+            raise ValueError(f"diffaugment augments images (colour, translation, cutout); {self.dataset} is a toy "
+                             "set of points: leave diffaugment empty")
+        if self.label_smoothing != 1.0 and self.loss not in BCE_LOSSES:
+            raise ValueError(f"label_smoothing softens the BCE target and has no meaning under loss {self.loss}: "
+                             "set label_smoothing to 1.0 (off)")
+        if self.minibatch_disc and self.loss == "wgan_gp":
+            raise ValueError("minibatch_disc mixes the samples of a batch inside D, which breaks WGAN-GP's "
+                             "per-sample gradient penalty: turn minibatch_disc off or use loss hinge")
         return self
 
     # --- derived facts (no torch) -------------------------------------------
@@ -167,6 +226,18 @@ class JobConfig(BaseModel):
     @property
     def channels(self) -> int:
         return DATASET_CHANNELS.get(self.dataset, 0)
+
+    @property
+    def d_norm(self) -> Literal["batch", "layer", "none"]:
+        """D's normalisation: batch norm, or layer norm under wgan_gp, whose gradient penalty is per
+        sample and so cannot go through batch statistics (Gulrajani et al. 2017, section 4)."""
+        if not self.batch_norm:
+            return "none"
+        return "layer" if self.loss == "wgan_gp" else "batch"
+
+    @property
+    def augment_ops(self) -> tuple[str, ...]:
+        return tuple(op for op in self.diffaugment.split(",") if op)
 
     def check_limits(self, limits: Limits) -> list[dict[str, Any]]:
         """Errors (FastAPI 422 shape) for knobs beyond the operator's caps; empty when within."""
@@ -190,6 +261,10 @@ class JobConfig(BaseModel):
         out = {k: getattr(self, k) for k in keys}
         if self.is_toy:
             out.pop("image_size")
+        # Stabilisers only when on: they are what tells two otherwise alike runs apart.
+        for k in STABILISER_KNOBS:
+            if getattr(self, k) != JobConfig.model_fields[k].default:
+                out[k] = getattr(self, k)
         return out
 
 

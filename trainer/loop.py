@@ -4,9 +4,11 @@ One *step* is `d_steps` D updates followed by `g_steps` G updates (DESIGN.md's k
 Metrics of step s carry the step number s (1-based, counted after the step), from the
 last D and last G update of that step:
 
-* every step: ``loss/d`` (= ``loss/d_real`` + ``loss/d_fake``; 2·ln 2 at equilibrium),
-  ``loss/g`` (= ``loss/g_adv`` + ramped fm weight · ``loss/g_fm``), ``pred/real``,
-  ``pred/fake`` (D's mean probability on the D step), ``pred/fake_g`` (on the G step);
+* every step: ``loss/d`` (= ``loss/d_real`` + ``loss/d_fake``, + gp_weight · ``loss/gp`` under
+  wgan_gp; 2·ln 2 at equilibrium under BCE), ``loss/g`` (= ``loss/g_adv`` + ramped fm weight ·
+  ``loss/g_fm``), ``score/real``, ``score/fake`` (D's mean raw output on the D step),
+  ``score/fake_g`` (on the G step), and under the BCE losses ``pred/*``, their mean sigmoid;
+* on the D updates where lazy R1 runs: ``loss/r1`` (the penalty before gamma, not in ``loss/d``);
 * every `probe_every` steps: ``grad|weight|update/<d|g>/<layer>`` for every parameterised
   layer of both nets, and ``sample/diversity``;
 * every flush: ``lr/d``, ``lr/g``, ``perf/step_s`` (mean over the window, sampling and
@@ -32,15 +34,17 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from ganscope.trainer import checkpoint as ckpt_io
+from ganscope.trainer.augment import DiffAugment
 from ganscope.trainer.config import JobConfig
 from ganscope.trainer.data import DataSource, DatasetError, build_data
 from ganscope.trainer.device import amp_enabled, autocast, memory_format, resolve_device
-from ganscope.trainer.models import build_models, parameter_count, z_shape
+from ganscope.trainer.ema import EmaGenerator
+from ganscope.trainer.losses import Objective, gradient_penalty, r1_penalty
+from ganscope.trainer.models import NamedNet, build_models, parameter_count, z_shape
 from ganscope.trainer.probes import LayerProbe, MetricBuffer, diversity
-from ganscope.trainer.samples import GRID_N, checkpoint_figures, generate, images_png
+from ganscope.trainer.samples import GRID_N, checkpoint_figures, generate, images_png, preserved_buffers
 from ganscope.trainer.sink import Sink
 from ganscope.trainer.toy import density_payload, mixture_for, mode_stats
 
@@ -110,22 +114,19 @@ class Trainer:
         data_gen = torch.Generator().manual_seed(cfg.seed)
         noise_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + _NOISE_SALT)
         fixed_z = torch.randn(z_shape(cfg, GRID_N), generator=torch.Generator().manual_seed(cfg.seed + _FIXED_Z_SALT))
+        g_ema = EmaGenerator(g, cfg.ema_g) if cfg.ema_g > 0 else None
         self.state = ckpt_io.TrainState(cfg=cfg, step=0, g=g, d=d, opt_g=opt_g, opt_d=opt_d, data_gen=data_gen,
-                                        noise_gen=noise_gen, fixed_z=fixed_z.to(self.device))
-
-        b = cfg.batch_size
-        self.real_target = torch.full((b,), cfg.label_smoothing, device=self.device)
-        self.fake_target = torch.zeros(b, device=self.device)
-        self.ones = torch.ones(b, device=self.device)
+                                        noise_gen=noise_gen, fixed_z=fixed_z.to(self.device), g_ema=g_ema)
+        self.objective = Objective(cfg, cfg.batch_size, self.device)
+        # Augmentation draws from the checkpointed noise stream: a resumed run augments identically.
+        self.augment = DiffAugment(cfg.augment_ops, noise_gen) if cfg.augment_ops else None
 
         self.buffer = MetricBuffer()
         self.probe_d = LayerProbe(d, "d")
         self.probe_g = LayerProbe(g, "g")
-        scalars = ["loss/d", "loss/d_real", "loss/d_fake", "loss/g", "loss/g_adv"]
-        if cfg.fm_weight > 0:
-            scalars.append("loss/g_fm")
-        scalars += ["pred/real", "pred/fake", "pred/fake_g"]
-        self.buffer.define("step", scalars)
+        self.buffer.define("step", self.objective.step_metrics(with_fm=cfg.fm_weight > 0))
+        if cfg.r1_gamma > 0:
+            self.buffer.define("r1", ["loss/r1"])
         self.buffer.define("probe", [*self.probe_d.names(), *self.probe_g.names(), "sample/diversity"])
         self.window = _Window()
         self._last_flush = time.monotonic()
@@ -157,12 +158,21 @@ class Trainer:
         return self.cfg.fm_weight * min(1.0, step / self.cfg.fm_warmup_steps)
 
     # --- one step ------------------------------------------------------------------
+    def aug(self, x: torch.Tensor) -> torch.Tensor:
+        """D's view of a batch: DiffAugment'ed when on, else the batch itself."""
+        return x if self.augment is None else self.augment(x)
+
+    def r1_due(self, step: int, k: int) -> bool:
+        """Lazy R1: on every `r1_every`-th D update of the run (counted from the step, so resume agrees)."""
+        return self.cfg.r1_gamma > 0 and ((step - 1) * self.cfg.d_steps + k + 1) % self.cfg.r1_every == 0
+
     def train_step(self, step: int) -> None:
         """Step number `step` (1-based): d_steps D updates, then g_steps G updates."""
-        cfg, st = self.cfg, self.state
+        cfg, st, obj = self.cfg, self.state, self.objective
         g, d = st.g, st.d
         probe = self.probes and step % cfg.probe_every == 0
         record = self.probes
+        r1 = None
 
         # D updates. The last one's fake batch keeps G's graph and is reused by the first G update
         # (as pytorch/examples' dcgan does), saving one G forward per step.
@@ -171,6 +181,9 @@ class Trainer:
             last = k == cfg.d_steps - 1
             real = self.real_batch()
             z = self.noise(cfg.batch_size)
+            r1_now = self.r1_due(step, k)
+            if r1_now:
+                real.requires_grad_(True)   # R1 differentiates D(aug(x)) in x, through the augmentation
             with autocast(self.device, self.amp):
                 if last:
                     fake = g(z)
@@ -178,13 +191,23 @@ class Trainer:
                 else:
                     with torch.no_grad():
                         fake_d = g(z)
-                logit_r, feat_r = d(real)
-                logit_f, _ = d(fake_d)
-                loss_d_real = F.binary_cross_entropy_with_logits(logit_r.float(), self.real_target)
-                loss_d_fake = F.binary_cross_entropy_with_logits(logit_f.float(), self.fake_target)
+                real_in, fake_in = self.aug(real), self.aug(fake_d)
+                logit_r, feat_r = d(real_in)
+                logit_f, _ = d(fake_in)
+                score_r, score_f = logit_r.float(), logit_f.float()
+                loss_d_real, loss_d_fake = obj.d_terms(score_r, score_f)
                 loss_d = loss_d_real + loss_d_fake
+                if cfg.loss == "wgan_gp":
+                    gp = gradient_penalty(lambda x: d(x)[0], real_in, fake_in, st.noise_gen)
+                    loss_d = loss_d + cfg.gp_weight * gp
+                objective_d = loss_d
+                if r1_now:
+                    # Lazy regularisation: a k-times rarer penalty weighted k times (StyleGAN2). Kept out of
+                    # loss/d so that curve does not jump every r1_every updates.
+                    r1 = r1_penalty(score_r, real)
+                    objective_d = loss_d + (cfg.r1_gamma / 2 * cfg.r1_every) * r1
             st.opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
+            objective_d.backward()
             if last and probe:
                 self.probe_d.before_step()
             st.opt_d.step()
@@ -200,12 +223,9 @@ class Trainer:
                 with autocast(self.device, self.amp):
                     fake = g(self.noise(cfg.batch_size))
             with autocast(self.device, self.amp):
-                logit_fg, feat_fg = d(fake)
-                logit_fg = logit_fg.float()
-                if cfg.loss == "nonsaturating":
-                    loss_adv = F.binary_cross_entropy_with_logits(logit_fg, self.ones)     # -log D(G(z))
-                else:
-                    loss_adv = -F.binary_cross_entropy_with_logits(logit_fg, self.fake_target)  # log(1 - D(G(z)))
+                logit_fg, feat_fg = d(self.aug(fake))
+                score_fg = logit_fg.float()
+                loss_adv = obj.g_adv(score_fg)
                 loss_g = loss_adv
                 if cfg.fm_weight > 0:
                     # Salimans et al. 2016: match D's mean penultimate features on real data (taken from
@@ -219,14 +239,21 @@ class Trainer:
             st.opt_g.step()
             if j == cfg.g_steps - 1 and probe:
                 layers_g = self.probe_g.after_step()
+            if st.g_ema is not None:
+                st.g_ema.update()
 
-        if record:
+        if record:   # in the order of Objective.step_metrics
             row = [loss_d, loss_d_real, loss_d_fake, loss_g, loss_adv]
             if cfg.fm_weight > 0:
                 row.append(loss_fm)
-            row += [torch.sigmoid(logit_r.float()).mean(), torch.sigmoid(logit_f.float()).mean(),
-                    torch.sigmoid(logit_fg).mean()]
+            if obj.is_bce:
+                row += [torch.sigmoid(score_r).mean(), torch.sigmoid(score_f).mean(), torch.sigmoid(score_fg).mean()]
+            row += [score_r.mean(), score_f.mean(), score_fg.mean()]
+            if cfg.loss == "wgan_gp":
+                row.append(gp)
             self.buffer.record("step", step, torch.stack([t.detach().float() for t in row]))
+            if r1 is not None:
+                self.buffer.record("r1", step, r1.detach().float().reshape(1))
         if probe:
             self.buffer.record("probe", step, torch.cat([layers_d, layers_g, diversity(fake_d, real).reshape(1)]))
 
@@ -248,9 +275,13 @@ class Trainer:
         self.window.reset()
         self._last_flush = time.monotonic()
 
+    def eval_generator(self) -> NamedNet:
+        """The G that draws every sample: the moving average with `ema_g` on, else the trained G."""
+        return self.state.g_ema.module if self.state.g_ema is not None else self.state.g
+
     def sample_grid(self) -> None:
         st = self.state
-        png = images_png(generate(st.g, st.fixed_z), nrow=int(math.sqrt(GRID_N)))
+        png = images_png(generate(self.eval_generator(), st.fixed_z), nrow=int(math.sqrt(GRID_N)))
         self.sink.on_sample(st.step, "grid", png)
 
     def toy_report(self) -> None:
@@ -258,7 +289,7 @@ class Trainer:
         st, cfg = self.state, self.cfg
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + _EVAL_SALT + st.step)
         z = torch.randn(z_shape(cfg, TOY_EVAL_N), generator=gen).to(self.device)
-        fake = generate(st.g, z).cpu()
+        fake = generate(self.eval_generator(), z).cpu()
         real = self.data.batch(TOY_EVAL_N, gen)
         if self.mixture is not None and self.probes:
             modes, quality = mode_stats(fake, self.mixture)
@@ -270,7 +301,7 @@ class Trainer:
             # Batches of the training size: with minibatch discrimination D's answer depends on the
             # batch, so it is asked under the conditions it was trained in (and memory stays bounded).
             n = cfg.batch_size
-            with torch.no_grad():
+            with torch.no_grad(), preserved_buffers(d):   # asking D never moves its spectral-norm vectors
                 return torch.cat([torch.sigmoid(d(x[i:i + n].to(self.device))[0].float()).cpu()
                                   for i in range(0, x.shape[0], n)])
 
@@ -286,7 +317,7 @@ class Trainer:
         self._last_ckpt_step = st.step
         self.sink.on_checkpoint(st.step, path)
         if not self.cfg.is_toy:
-            for kind, png in checkpoint_figures(st.g, self.cfg, self.device).items():
+            for kind, png in checkpoint_figures(self.eval_generator(), self.cfg, self.device).items():
                 self.sink.on_sample(st.step, kind, png)
         ckpt_io.prune(self.workdir, KEEP_CHECKPOINTS)
 
@@ -311,6 +342,8 @@ class Trainer:
             self._last_ckpt_step = st.step
         st.g.train()
         st.d.train()
+        if st.g_ema is not None:
+            st.g_ema.module.train()   # sampled like G: batch statistics, buffers restored after
         action = self.poll()
         if action is None and st.step == 0:
             if self.probes:

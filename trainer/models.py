@@ -11,7 +11,8 @@ Layer naming (what per-layer metrics are called: ``grad/g/convT1``, ``update/d/b
   ... ``conv{n-1}``, each followed by ``bn{k}`` (k ≥ 2) when batch norm is on, then ``mbd``
   (minibatch discrimination, when on) and the 4x4 → 1 logit layer ``conv{n}``. With
   ``d_downsample="avgpool"`` every ``conv{k}`` (k < n) is a stride-1 3x3 conv followed by
-  ``pool{k}`` (AvgPool2d(2)) instead of a stride-2 4x4 conv.
+  ``pool{k}`` (AvgPool2d(2)) instead of a stride-2 4x4 conv. Under ``loss="wgan_gp"`` D's
+  normalisation layers are layer norm, named ``ln{k}`` (`JobConfig.d_norm`).
 * Toy MLPs, ``L = toy_layers``: G ``fc1`` (z →) ... ``fc{L+1}`` (→ data, linear output);
   D ``fc1`` (data →) ... ``fc{L}``, ``mbd``, ``fc{L+1}`` (→ logit). Toy MLPs have no batch
   norm: the mixture literature (Metz et al. 2017, VEEGAN, PacGAN) trains plain MLPs.
@@ -20,6 +21,11 @@ G and D have the same number of parameterised conv/linear layers by construction
 Each net exposes ``first_layer``, ``last_layer`` and ``param_layers()`` (layer name →
 its parameters, in forward order). D returns ``(logits, features)``: ``features`` is the
 penultimate activation (before ``mbd``), the tap feature matching uses.
+
+Spectral normalisation (``spectral_norm`` knob) is PyTorch's parametrization: a layer's
+trained tensor moves to ``<layer>.parametrizations.weight.original`` and ``<layer>.weight``
+becomes ``original / sigma``. `param_layers()` still names the layer (``conv1``) and lists
+that trained tensor under it, so probes measure what the optimizer updates.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
 
 from ganscope.trainer.config import JobConfig
 
@@ -78,7 +86,13 @@ class NamedNet(nn.Module):
     def param_layers(self) -> "OrderedDict[str, list[nn.Parameter]]":
         out: OrderedDict[str, list[nn.Parameter]] = OrderedDict()
         for path, module in self.named_modules():
+            if ".parametrizations." in f".{path}.":
+                continue  # a parametrization's own storage: counted with the layer that owns it
             params = list(module.parameters(recurse=False))
+            if parametrize.is_parametrized(module):
+                # The trained tensors of parametrized weights (spectral norm's `weight.original`), first,
+                # as the weight came first before the parametrization moved it.
+                params = [plist.original for plist in module.parametrizations.values()] + params
             if not params:
                 continue
             name = path.rsplit(".", 1)[-1]
@@ -115,7 +129,7 @@ class DCGANDiscriminator(NamedNet):
     def __init__(self, cfg: JobConfig, channels: int) -> None:
         super().__init__()
         n = depth_for(cfg.image_size)
-        bn, bias = cfg.batch_norm, not cfg.batch_norm
+        norm, bias = cfg.d_norm, not cfg.batch_norm
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         cin, cout = channels, cfg.ndf
         for k in range(1, n):
@@ -124,8 +138,11 @@ class DCGANDiscriminator(NamedNet):
             else:
                 layers[f"conv{k}"] = nn.Conv2d(cin, cout, 3, 1, 1, bias=bias or k == 1)
                 layers[f"pool{k}"] = nn.AvgPool2d(2)
-            if bn and k > 1:
+            if norm == "batch" and k > 1:
                 layers[f"bn{k}"] = nn.BatchNorm2d(cout, momentum=cfg.bn_momentum)
+            elif norm == "layer" and k > 1:
+                # One group: each sample normalised over (C, H, W) alone, with a per-channel affine.
+                layers[f"ln{k}"] = nn.GroupNorm(1, cout)
             layers[f"act{k}"] = _act(cfg.d_act, cfg.leaky_slope)
             cin, cout = cout, cout * 2
         self.body = nn.Sequential(layers)
@@ -209,30 +226,64 @@ def init_weights(net: nn.Module, cfg: JobConfig) -> None:
                 nn.init.normal_(m.weight, 0.0, cfg.init_std)
             else:
                 nn.init.xavier_normal_(m.weight)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
 
 
-def build_generator(cfg: JobConfig) -> NamedNet:
+def apply_spectral_norm(net: nn.Module) -> None:
+    """Spectral normalisation on every conv/linear weight (Miyato et al. 2018), after init.
+
+    PyTorch's parametrization: one power iteration per training-mode forward, its vectors kept
+    as buffers (so checkpoints carry them). Minibatch discrimination's tensor is not a linear
+    layer's weight and stays as it is.
+    """
+    for m in list(net.modules()):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            spectral_norm(m)
+
+
+def _initialised_generator(cfg: JobConfig) -> NamedNet:
     net = MLPGenerator(cfg) if cfg.is_toy else DCGANGenerator(cfg, cfg.channels)
     init_weights(net, cfg)
     return net
 
 
-def build_discriminator(cfg: JobConfig) -> NamedNet:
+def _initialised_discriminator(cfg: JobConfig) -> NamedNet:
     net = MLPDiscriminator(cfg) if cfg.is_toy else DCGANDiscriminator(cfg, cfg.channels)
     init_weights(net, cfg)
     return net
 
 
+def build_generator(cfg: JobConfig) -> NamedNet:
+    net = _initialised_generator(cfg)
+    if cfg.spectral_norm == "both":
+        apply_spectral_norm(net)
+    return net
+
+
+def build_discriminator(cfg: JobConfig) -> NamedNet:
+    net = _initialised_discriminator(cfg)
+    if cfg.spectral_norm != "none":
+        apply_spectral_norm(net)
+    return net
+
+
 def build_models(cfg: JobConfig) -> tuple[NamedNet, NamedNet]:
-    """G and D, initialised from `cfg.seed` alone (same weights on every device and rerun)."""
+    """G and D, initialised from `cfg.seed` alone (same weights on every device and rerun).
+
+    Both nets are initialised before any spectral norm draws its random vectors, so the raw
+    weights are the same whatever `spectral_norm` says.
+    """
     from ganscope.trainer.device import seeded
 
     with seeded(cfg.seed):
-        g = build_generator(cfg)
-        d = build_discriminator(cfg)
+        g = _initialised_generator(cfg)
+        d = _initialised_discriminator(cfg)
+        if cfg.spectral_norm == "both":
+            apply_spectral_norm(g)
+        if cfg.spectral_norm != "none":
+            apply_spectral_norm(d)
     return g, d
 
 

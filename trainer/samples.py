@@ -1,9 +1,12 @@
 """Sample images: the fixed-z grid, interpolations and latent walks, as PNG bytes.
 
 G runs in training mode (batch statistics, as during training, so a grid shows what
-the discriminator sees) but its batch-norm running statistics are restored afterwards:
-drawing a sample never changes the run, so a resumed run and an uninterrupted one stay
-identical whatever was sampled in between.
+the discriminator sees) but its buffers — batch-norm running statistics, spectral norm's
+power-iteration vectors — are restored afterwards: drawing a sample never changes the run,
+so a resumed run and an uninterrupted one stay identical whatever was sampled in between.
+
+With ``ema_g`` on, the trainer passes its moving average of G (`Trainer.eval_generator()`)
+and a checkpoint's samples come from the average stored in it.
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ _FIGURE_SALT = 7919
 
 
 @contextlib.contextmanager
-def preserved_bn(net: nn.Module) -> Iterator[None]:
-    saved = [(b, b.detach().clone()) for m in net.modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) for b in m.buffers()]
+def preserved_buffers(net: nn.Module) -> Iterator[None]:
+    """Every buffer of `net` as it was on entry, put back on exit (forward passes in training mode
+    update batch norm's statistics and spectral norm's vectors)."""
+    saved = [(b, b.detach().clone()) for b in net.buffers()]
     try:
         yield
     finally:
@@ -45,7 +49,7 @@ def preserved_bn(net: nn.Module) -> Iterator[None]:
 
 def generate(g: nn.Module, z: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """G(z) without gradients or lasting batch-norm changes; chunks bound memory for long walks."""
-    with torch.no_grad(), preserved_bn(g):
+    with torch.no_grad(), preserved_buffers(g):
         outs = [g(z[i:i + chunk]).float() for i in range(0, z.shape[0], chunk)]
     return torch.cat(outs)
 
@@ -153,7 +157,8 @@ def load_generator(checkpoint_path: Path | str, device: str | torch.device = "cp
     cfg = ckpt_io.config_of(ckpt)
     dev = torch.device(device)
     g = build_generator(cfg)
-    g.load_state_dict(ckpt["g"])
+    # The run's own samples came from G's moving average when it kept one.
+    g.load_state_dict(ckpt.get("g_ema", ckpt["g"]))
     g.to(dev).train()
     return LoadedGenerator(net=g, cfg=cfg, step=int(ckpt["step"]), fixed_z=ckpt["fixed_z"], device=dev)
 
