@@ -56,7 +56,7 @@ def summary_line(payload: dict[str, Any]) -> str:
         line = (f"{alert['severity'].upper()}: {alert['signature']} on {who} at step {alert['last_step']}: "
                 f"{alert['message']}")
         if run and run.get("control") == "stop":
-            line += " The run is being stopped (on_failure: stop)."
+            line = line.rstrip(". ") + ". The run is being stopped (on_failure: stop)."
         return line
     if event == "alert.escalated" and alert:
         return (f"FAILING (was {alert.get('previous_severity') or 'warning'}): {alert['signature']} on {who} at "
