@@ -129,6 +129,8 @@ class Notifier:
                 if t.url not in seen:
                     seen.add(t.url)
                     targets.append(t)
+        if not targets:
+            return 0
         payload = {"event": event, "delivery": None, "time": None, "text": "", "run": run, "alert": alert,
                    "description": EVENTS.get(event, "")}
         payload["text"] = render.summary_line(payload)
