@@ -164,6 +164,20 @@ def test_a_job_that_succeeds_notifies(home: Path, receivers, servers) -> None:
     assert "X-Ganscope-Signature" not in rx.requests()[0]["headers"]  # no secret, no signature
 
 
+def test_a_job_whose_worker_goes_silent_fails_and_notifies(home: Path, receivers, servers) -> None:
+    """The 3 a.m. case: the worker dies and the job is out of attempts; stall recovery fails it."""
+    rx = receivers()
+    s = servers(home, GANSCOPE_NOTIFY_URLS=rx.url("ok/json"), GANSCOPE_STALL_SECONDS="1")
+    c = s.client()
+    r = c.post("/api/jobs", json={"name": "orphan", "dataset": "ring8", "steps": 10, "max_attempts": 1})
+    run_id = r.json()["id"]
+    assert c.post("/api/workers/claim", json={"worker_id": "dies", "devices": ["cpu"]}).json()["run_id"] == run_id
+    wait_for(lambda: rx.requests(), timeout=30, what="run.failed from stall recovery\n" + s.log())
+    body = json.loads(rx.requests()[0]["body"])
+    assert body["event"] == "run.failed" and body["run"]["id"] == run_id and body["run"]["status"] == "failed"
+    assert "went silent" in body["run"]["error"] and "gave up after 1 of 1 attempts" in body["run"]["error"]
+
+
 def test_retries_on_500_429_and_a_receiver_that_is_down(home: Path, receivers, servers) -> None:
     rx = receivers()
     down_port = free_port()  # nothing listens here yet
