@@ -147,8 +147,12 @@ class Alert(Base):
     opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    # a run's alerts and its open ones: WHERE run_id=? [AND status='open']
-    __table_args__ = (Index("ix_alerts_run_status", "run_id", "status"),)
+    __table_args__ = (
+        # a run's alerts and its open ones: WHERE run_id=? [AND status='open']
+        Index("ix_alerts_run_status", "run_id", "status"),
+        # alerts across runs for pollers: WHERE (updated_at, id) > (?, ?) ORDER BY updated_at, id
+        Index("ix_alerts_updated", "updated_at", "id"),
+    )
 
 
 class Worker(Base):
@@ -160,3 +164,42 @@ class Worker(Base):
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     draining: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The worker's latest system sample ({"sys/cpu_pct": 12.5, ...}, docs/metrics.md) and when it came.
+    sys: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    sys_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WorkerSysSample(Base):
+    """A worker's system samples over the last GANSCOPE_WORKER_SYS_KEEP_MINUTES (older rows are pruned)."""
+
+    __tablename__ = "worker_sys"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    worker_id: Mapped[str] = mapped_column(ForeignKey("workers.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the run it was training, if any
+    values: Mapped[dict] = mapped_column(JSON)  # {"sys/cpu_pct": 12.5, ...}; null where non-finite
+    # a worker's series and its pruning: WHERE worker_id=? AND at >= ? ORDER BY at / DELETE ... AND at < ?
+    __table_args__ = (Index("ix_worker_sys_worker_at", "worker_id", "at"),)
+
+
+class Notification(Base):
+    """One webhook delivery: an event (alert opened, run failed, ...) sent to one target URL."""
+
+    __tablename__ = "notifications"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), nullable=True)
+    alert_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    event: Mapped[str] = mapped_column(String(32))  # alert.opened | alert.escalated | run.failed | ...
+    scope: Mapped[str] = mapped_column(String(8))  # server (GANSCOPE_NOTIFY_URLS) | job (the job's `notify`)
+    target: Mapped[str] = mapped_column(String(300))  # redacted: scheme://host/... and a fingerprint
+    format: Mapped[str] = mapped_column(String(8))  # json | slack | discord
+    status: Mapped[str] = mapped_column(String(12))  # sending | retrying | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)  # of the last attempt
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)  # why the last attempt failed
+    payload: Mapped[dict] = mapped_column(JSON)  # the generic JSON body (chat formats are rendered from it)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # a run's deliveries: WHERE run_id=? ORDER BY id (the listing across runs walks the primary key)
+    __table_args__ = (Index("ix_notifications_run", "run_id", "id"),)

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ganscope.trainer.config import Limits
+from ganscope.server.notify.events import EVENTS
+from ganscope.trainer.config import Limits, parse_notify_target
+
+
+def _split_list(v: object) -> object:
+    """Comma- or whitespace-separated in the environment; a list when given in Python."""
+    if isinstance(v, str):
+        return [x for x in v.replace(",", " ").split() if x]
+    return v
 
 
 class Settings(BaseSettings):
@@ -32,6 +41,54 @@ class Settings(BaseSettings):
         3600.0, description="An SDK run with no data nor heartbeat this long is marked failed.")
     detectors: str = Field("on", description="'off' skips failure detectors on ingest (benchmarks, debugging).")
     log_level: str = Field("info", description="Server log level.")
+
+    # --- workers past one GPU and notifications (README "Scaling out", docs/notifications.md) ---
+    worker_sys_keep_minutes: float = Field(
+        60.0, gt=0, le=7 * 24 * 60, description="How long each worker's system samples are kept (GET /api/workers).")
+    notify_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Webhook URLs told of every event (comma-separated); prefix slack+, "
+                                          "discord+ or json+ to choose a URL's format.")
+    notify_secret: str | None = Field(
+        None, description="When set, server-wide webhook bodies carry X-Ganscope-Signature: sha256=HMAC(body).")
+    notify_format: Literal["auto", "json", "slack", "discord"] = Field(
+        "auto", description="Body of server-wide webhooks: auto = Slack/Discord text for their hosts, JSON else.")
+    notify_events: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(EVENTS), description="Events that notify (comma-separated); default all.")
+    notify_base_url: str | None = Field(
+        None, description="The dashboard's address as readers reach it (http://host:8000): messages link to runs.")
+    notify_timeout: float = Field(10.0, gt=0, le=300, description="Seconds one webhook attempt may take.")
+    notify_attempts: int = Field(5, ge=1, le=20, description="Tries per delivery before it is marked failed.")
+    notify_backoff: float = Field(
+        1.0, gt=0, le=60, description="Seconds before the first retry; doubles each time (at most 60 s).")
+    notify_queue: int = Field(
+        1000, ge=1, le=1_000_000, description="Deliveries waiting per sender lane; beyond, new ones are dropped.")
+
+    @field_validator("notify_urls", "notify_events", mode="before")
+    @classmethod
+    def _lists(cls, v: object) -> object:
+        return _split_list(v)
+
+    @field_validator("notify_urls")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            parse_notify_target(url)  # ValueError names the bad URL
+        return list(dict.fromkeys(v))
+
+    @field_validator("notify_events")
+    @classmethod
+    def _events(cls, v: list[str]) -> list[str]:
+        bad = [e for e in v if e not in EVENTS]
+        if bad:
+            raise ValueError(f"unknown notification event(s) {', '.join(bad)}; known: {', '.join(EVENTS)}")
+        return v
+
+    @field_validator("notify_base_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError(f"notify_base_url must start with http:// or https://, got {v!r}")
+        return v.rstrip("/") if v else None
 
     @property
     def sqlalchemy_url(self) -> str:

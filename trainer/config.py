@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -28,6 +29,34 @@ DatasetName = Literal[
 ]
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+MAX_GPUS = 64  # the most devices a worker advertises in one claim (the server's cap on the list)
+MAX_NOTIFY = 10
+NOTIFY_FORMATS = ("json", "slack", "discord")
+
+
+def parse_notify_target(target: str) -> tuple[str | None, str]:
+    """`[json+|slack+|discord+]http(s)://host/...` -> (format or None for "decide by host", url).
+
+    Raises ValueError naming what is wrong. Shared by the job schema (`notify`) and the server's
+    own webhook settings, so both accept exactly the same forms.
+    """
+    fmt: str | None = None
+    head, plus, rest = target.partition("+")
+    if plus and head in NOTIFY_FORMATS:
+        fmt, target = head, rest
+    if len(target) > 2000:
+        raise ValueError("a webhook URL may be at most 2000 characters")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in target):
+        raise ValueError(f"webhook URL {target[:80]!r} contains whitespace or control characters")
+    parts = urlsplit(target)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"webhook URL {target[:80]!r} must be http:// or https:// with a host, optionally "
+                         f"prefixed by one of {', '.join(f + '+' for f in NOTIFY_FORMATS)}")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ValueError(f"webhook URL {target[:80]!r} has an invalid port") from None
+    return fmt, target
 
 LossName = Literal["nonsaturating", "minimax", "hinge", "wgan_gp"]
 # Losses on D's probability (binary cross-entropy on its logit): the only ones where pred/* and
@@ -134,6 +163,11 @@ class JobConfig(BaseModel):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     amp: bool = Field(False, description="bf16 autocast on CUDA (ignored on CPU).")
     channels_last: bool = Field(False, description="channels_last memory format on CUDA.")
+    gpus: int = Field(
+        0, ge=0, le=MAX_GPUS,
+        description="GPUs the job needs: only a worker advertising at least this many claims it. 0 = any "
+                    "worker, CPU included. One job across several GPUs (torchrun) is coming; until then the "
+                    "job trains on its worker's first GPU.")
 
     # --- failure policy and queue -------------------------------------------
     on_failure: Literal["warn", "stop"] = Field(
@@ -142,6 +176,11 @@ class JobConfig(BaseModel):
         default_factory=dict, description="Per-signature threshold overrides: {signature_id: {threshold: value}}.")
     priority: int = Field(0, ge=-100, le=100, description="Queue priority: higher runs first.")
     max_attempts: int = Field(3, ge=1, le=20, description="Tries before a job whose worker keeps dying is failed.")
+    notify: list[str] = Field(
+        default_factory=list, max_length=MAX_NOTIFY,
+        description="Webhook URLs told when this run opens or escalates an alert, is stopped, fails or "
+                    "succeeds (besides the server's own). Slack and Discord URLs get a text message, others "
+                    "JSON; prefix slack+, discord+ or json+ to choose. Never signed with the server's secret.")
 
     @field_validator("image_size")
     @classmethod
@@ -162,6 +201,15 @@ class JobConfig(BaseModel):
     def _device_form(cls, v: str) -> str:
         if not _DEVICE_RE.match(v):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
+        return v
+
+    @field_validator("notify")
+    @classmethod
+    def _notify_urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            parse_notify_target(url)
+        if len(set(v)) != len(v):
+            raise ValueError("notify lists the same URL twice")
         return v
 
     @field_validator("data_root")

@@ -1,6 +1,7 @@
 """The worker process: claim a job over HTTP, train it, report everything, hand it back on SIGTERM.
 
-    python -m ganscope.trainer.worker --server URL [--token T] [--device cuda:1] [--spool DIR] [--workdir DIR]
+    python -m ganscope.trainer.worker --server URL [--token T] [--device cuda:1] [--gpus N|all] [--spool DIR]
+        [--workdir DIR] [--sys-every S]
 
 States (one stdout line each): idle -> claimed run N -> training -> finishing -> idle. A
 heartbeat thread reports the step every --heartbeat seconds; its answer (and each ingest
@@ -9,6 +10,12 @@ the job to someone else: abandon it without reporting). SIGTERM asks the loop to
 job back: it checkpoints, the checkpoint and every point are flushed, and `finish` with
 status "handback" makes the server requeue the job for the next worker, which resumes from
 that checkpoint. Whatever happens, a final status is spooled in a `finally`.
+
+Devices: the worker offers `--device` (and, with `--gpus N`/`all`, that many GPUs from it on) in every
+claim, so it only gets jobs whose `gpus` it can serve. A system-metrics thread samples GPUs, CPU and
+RAM every `--sys-every` seconds (trainer/sysmetrics.py): each sample goes to the run in training, at
+the step the sink last saw flushed (no host sync of its own), and with the next heartbeat or claim to
+the server's record of this worker.
 """
 
 from __future__ import annotations
@@ -28,9 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ganscope.trainer.advertise import describe_devices, gpu_uuid, resolve_gpus
 from ganscope.trainer.client import Client, ServerUnavailable, SpoolBusy
-from ganscope.trainer.config import JobConfig
+from ganscope.trainer.config import MAX_GPUS, JobConfig
 from ganscope.trainer.device import DeviceError
+from ganscope.trainer.sysmetrics import GpuRef, SysMetricsThread, SystemSampler
 
 log = logging.getLogger("ganscope.worker")
 
@@ -104,6 +113,8 @@ class Worker:
         self.terminating = threading.Event()
         self._current: JobState | None = None
         self.device = resolve_device(opts.device)
+        self.gpu_indices = resolve_gpus(self.device, opts.gpus)
+        self.devices = describe_devices(self.device, self.gpu_indices)
         self.client = Client(opts.server, Path(opts.spool), token=opts.token, on_action=self._on_ingest_action,
                              flush_seconds=0.5)
         # torch and the trainer load now (seconds), not between claiming a job and heart-beating for it.
@@ -112,12 +123,23 @@ class Worker:
         self._train = train
         self._hb_stop = threading.Event()
         self._hb = threading.Thread(target=self._heartbeat_loop, name="ganscope-heartbeat", daemon=True)
+        self._sys_lock = threading.Lock()
+        self._sys_new: dict[str, float] | None = None  # the latest sample, until a heartbeat or claim carries it
+        self._sys_step: tuple[int, int] | None = None  # (run, step) of the last sample posted to a run
+        self._sys: SysMetricsThread | None = None
+        if opts.sys_every > 0:
+            sampler = SystemSampler([GpuRef(i, gpu_uuid(i)) for i in self.gpu_indices])
+            if self.gpu_indices and sampler.gpu_error:
+                log.warning("worker %s: no GPU system metrics (%s)", self.worker_id, sampler.gpu_error)
+            self._sys = SysMetricsThread(sampler, opts.sys_every, self._on_sys_sample)
 
     # --- lifecycle --------------------------------------------------------------
     def run(self) -> int:
-        log.info("worker %s: serving %s on %s (spool %s)", self.worker_id, self.opts.server, self.device,
-                 self.opts.spool)
+        log.info("worker %s: serving %s on %s (spool %s)", self.worker_id, self.opts.server,
+                 ", ".join(d["name"] for d in self.devices), self.opts.spool)
         self._hb.start()
+        if self._sys is not None:
+            self._sys.start()
         jobs = 0
         idle_logged = False
         server_down = False
@@ -158,13 +180,17 @@ class Worker:
                     break
         finally:
             self._hb_stop.set()
+            if self._sys is not None:
+                self._sys.stop()
             drained = self.client.close(self.opts.drain_timeout)
             log.info("worker %s: exiting after %d job(s)%s", self.worker_id, jobs,
                      "" if drained else " (spool not empty: kept on disk for replay)")
         return 0
 
     def claim(self) -> dict[str, Any] | None:
-        body = {"worker_id": self.worker_id, "host": socket.gethostname(), "devices": [self.device]}
+        body: dict[str, Any] = {"worker_id": self.worker_id, "host": socket.gethostname(), "devices": self.devices}
+        if (sample := self._take_sys()) is not None:
+            body["sys"] = sample
         r = self.client.call("POST", "/api/workers/claim", json=body, retry_for=0, stop=self.terminating)
         if r.status_code == 204:
             return None
@@ -176,6 +202,8 @@ class Worker:
         run_id = int(job["run_id"])
         state = JobState(run_id)
         resume = job.get("resume")
+        if resume:
+            state.step = int(resume.get("step") or 0)  # system samples before the first flush land here
         log.info("run %d: claimed (attempt %s)%s", run_id, job.get("attempt"),
                  f", resuming from step {resume['step']}" if resume else "")
         rundir = self.workdir / "runs" / f"{run_id}-{job.get('attempt', 0)}-{uuid.uuid4().hex[:4]}"
@@ -240,9 +268,11 @@ class Worker:
             state = self._current
             if state is None or self._finish_delivered(state):
                 continue
+            body: dict[str, Any] = {"worker_id": self.worker_id, "run_id": state.run_id, "step": state.step}
+            if (sample := self._take_sys()) is not None:
+                body["sys"] = sample
             try:
-                r = self.client.call("POST", "/api/workers/heartbeat", retry_for=0, json={
-                    "worker_id": self.worker_id, "run_id": state.run_id, "step": state.step})
+                r = self.client.call("POST", "/api/workers/heartbeat", retry_for=0, json=body)
                 if r.status_code == 200:
                     data = r.json()
                     if not self._finish_delivered(state):  # else it would answer about a finished run
@@ -258,6 +288,29 @@ class Worker:
                 if not failing:
                     log.warning("run %d: heartbeat failed (%s); training goes on", state.run_id, exc)
                 failing = True
+
+    # --- system metrics -------------------------------------------------------------------
+    def _on_sys_sample(self, sample: dict[str, float]) -> None:
+        """A new sample: kept for the next heartbeat/claim, and logged to the run in training at its step.
+
+        The step is the last one the sink saw flushed (a plain int the loop's own hand-over set): no device
+        read happens here. One point per step: while the step stands still (a long evaluation, a checkpoint
+        upload) the run's series waits, and the worker's own record still moves."""
+        with self._sys_lock:
+            self._sys_new = sample
+        state = self._current
+        if state is None or state.action == "release" or state.finish_seq is not None:
+            return
+        key = (state.run_id, state.step)
+        if self._sys_step is not None and self._sys_step[0] == key[0] and self._sys_step[1] >= key[1]:
+            return
+        self._sys_step = key
+        self.client.log_metrics(state.run_id, {name: ([key[1]], [value]) for name, value in sample.items()})
+
+    def _take_sys(self) -> dict[str, float] | None:
+        with self._sys_lock:
+            sample, self._sys_new = self._sys_new, None
+        return sample
 
     def _finish_delivered(self, state: JobState) -> bool:
         if state.finish_seq is not None and self.client.delivered(state.finish_seq):
@@ -282,11 +335,25 @@ def resolve_device(device: str) -> str:
     return str(torch_device(device))
 
 
+def _gpus_arg(value: str) -> str:
+    if value == "all" or (value.isdigit() and 0 <= int(value) <= MAX_GPUS):
+        return str(int(value)) if value.isdigit() else value
+    raise argparse.ArgumentTypeError(f"expected 0-{MAX_GPUS} or 'all', got {value!r}")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="ganscope worker", description="Train ganscope jobs claimed from a server.")
     p.add_argument("--server", default=os.environ.get("GANSCOPE_SERVER", "http://127.0.0.1:8000"))
     p.add_argument("--token", default=os.environ.get("GANSCOPE_TOKEN"), help="or GANSCOPE_TOKEN")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--gpus", type=_gpus_arg, default=os.environ.get("GANSCOPE_GPUS", "0"),
+                   help="GPUs this worker owns and advertises (or GANSCOPE_GPUS): 0 = just --device; N = N GPUs "
+                        "from --device on; all = every visible GPU (a Slurm or Kubernetes allotment). Jobs asking "
+                        "for up to that many GPUs (`gpus`) are claimed; until one job spans GPUs (torchrun) it "
+                        "trains on the first")
+    p.add_argument("--sys-every", type=float, default=float(os.environ.get("GANSCOPE_SYS_EVERY", "5")),
+                   help="seconds between system-metrics samples (sys/*: GPU, CPU, RAM); 0 turns them off "
+                        "(or GANSCOPE_SYS_EVERY)")
     p.add_argument("--spool", default=None, help="undelivered requests (default: <workdir>/spool)")
     p.add_argument("--workdir", default=os.path.join(os.path.expanduser("~"), ".ganscope", "worker"))
     p.add_argument("--poll", type=float, default=2.0, help="seconds between claims while idle")

@@ -6,14 +6,17 @@ import asyncio
 import logging
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
+from ganscope.server import notify
 from ganscope.server.api.common import http_errors, publish_status, storage_errors
 from ganscope.server.auth import Authorized
-from ganscope.server.deps import DB, BrokerDep, MAX_INT64, RunId
+from ganscope.server.deps import DB, BrokerDep, MAX_INT64, RunId, SettingsDep
+from ganscope.server.schema import Worker
 from ganscope.server.store import queue as queue_store
+from ganscope.server.store import worker_sys
 from ganscope.server.store.util import iso
 
 log = logging.getLogger("ganscope.queue")
@@ -23,11 +26,31 @@ WorkerId = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[\w.:@\
                                 description="Stable id of the worker process (letters, digits, . : @ - _).")]
 
 
+class DeviceInfo(BaseModel):
+    """One device a worker offers (README "Scaling out"); `kind` cuda or mps counts as a GPU for `gpus` claims."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(min_length=1, max_length=100, description="cpu, cuda:0, mps")
+    kind: Literal["cpu", "cuda", "mps"]
+    model: str = Field("", max_length=200, description="e.g. NVIDIA H100 80GB HBM3")
+    memory_mb: int | None = Field(None, ge=0, le=MAX_INT64, description="device memory in MiB")
+
+
+SysName = Annotated[str, Field(pattern=r"^sys/[A-Za-z0-9_./-]{1,100}$")]
+SysSample = Annotated[dict[SysName, float | None] | None, Field(
+    max_length=256, description="The worker's latest system sample (sys/* names of docs/metrics.md), "
+                                      "sent when it has a new one.")]
+
+
 class ClaimBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     worker_id: WorkerId
     host: str = Field("", max_length=200)
-    devices: list[str] = Field(default_factory=list, max_length=64)
+    devices: list[Annotated[str, Field(max_length=200)] | DeviceInfo] = Field(
+        default_factory=list, max_length=64,
+        description="What the worker offers: device objects, or bare names as older workers send them. Only "
+                    "jobs asking for at most as many GPUs (JobConfig `gpus`) as listed here are claimed.")
+    sys: SysSample = None
 
 
 class HeartbeatBody(BaseModel):
@@ -35,6 +58,7 @@ class HeartbeatBody(BaseModel):
     worker_id: WorkerId
     run_id: int | None = Field(None, ge=1, le=MAX_INT64)
     step: int | None = Field(None, ge=0, le=MAX_INT64)
+    sys: SysSample = None
 
 
 class FinishBody(BaseModel):
@@ -46,10 +70,14 @@ class FinishBody(BaseModel):
 
 
 @router.post("/api/workers/claim", responses={204: {"description": "nothing is queued"}})
-def claim(body: ClaimBody, _: Authorized, db: DB, broker: BrokerDep) -> Any:
-    """The best queued job for this worker: {run_id, config, attempt, resume}; 204 when the queue is empty."""
+def claim(body: ClaimBody, _: Authorized, db: DB, broker: BrokerDep, settings: SettingsDep) -> Any:
+    """The best queued job this worker's devices fit (a job's `gpus` at most the GPUs it lists):
+    {run_id, config, attempt, resume}; 204 when none is queued."""
+    devices = [d.model_dump() if isinstance(d, DeviceInfo) else d for d in body.devices]
     with storage_errors("claiming a job"), db.write() as s:
-        run = queue_store.claim(s, body.worker_id, body.host, body.devices)
+        run = queue_store.claim(s, body.worker_id, body.host, devices, gpus=worker_sys.gpu_count(devices))
+        if body.sys:
+            worker_sys.record(s, body.worker_id, body.sys, run.id if run else None, settings.worker_sys_keep_minutes)
         if run is None:
             answer = None
         else:
@@ -66,10 +94,12 @@ def claim(body: ClaimBody, _: Authorized, db: DB, broker: BrokerDep) -> Any:
 
 
 @router.post("/api/workers/heartbeat")
-def heartbeat(body: HeartbeatBody, _: Authorized, db: DB) -> dict[str, Any]:
-    """I am alive (at step). Answer: {action: continue|cancel|stop|release, reason}."""
+def heartbeat(body: HeartbeatBody, _: Authorized, db: DB, settings: SettingsDep) -> dict[str, Any]:
+    """I am alive (at step), with my latest system sample. Answer: {action: continue|cancel|stop|release, reason}."""
     with storage_errors("recording a heartbeat"), db.write() as s:
         action, _run = queue_store.heartbeat(s, body.worker_id, body.run_id, body.step)
+        if body.sys:
+            worker_sys.record(s, body.worker_id, body.sys, body.run_id, settings.worker_sys_keep_minutes)
     return {"action": action.action, "reason": action.reason}
 
 
@@ -79,6 +109,8 @@ def finish(run_id: RunId, body: FinishBody, _: Authorized, db: DB, broker: Broke
     with http_errors(), storage_errors("finishing a run"), db.write() as s:
         run, changed = queue_store.finish(s, run_id, body.worker_id, body.status, body.step, body.error)
         status = run.status
+        if changed:
+            notify.run_changed(s, run)  # webhooks: stopped / failed / succeeded, once this commits
     if changed:
         log.info("run %s finished as %s (worker %s)", run_id, status, body.worker_id)
         publish_status(db, broker, run_id)
@@ -87,11 +119,27 @@ def finish(run_id: RunId, body: FinishBody, _: Authorized, db: DB, broker: Broke
 
 @router.get("/api/workers")
 def list_workers(db: DB) -> dict[str, Any]:
-    """Workers seen in the last five minutes."""
+    """Workers seen in the last five minutes: devices (names), device_info (kind, model, memory_mb), gpus,
+    and `sys`, the latest system sample (sys/* names, docs/metrics.md) with `sys_at`, when it arrived."""
     with db.read() as s:
         rows = queue_store.live_workers(s)
-        return {"workers": [{"id": w.id, "host": w.host, "devices": w.devices, "run_id": w.run_id,
-                             "started_at": iso(w.started_at), "last_seen": iso(w.last_seen)} for w in rows]}
+        return {"workers": [{"id": w.id, "host": w.host, "devices": worker_sys.device_names(w.devices),
+                             "device_info": [d for d in w.devices or [] if isinstance(d, dict)],
+                             "gpus": worker_sys.gpu_count(w.devices), "run_id": w.run_id,
+                             "started_at": iso(w.started_at), "last_seen": iso(w.last_seen),
+                             "sys": w.sys or {}, "sys_at": iso(w.sys_at)} for w in rows]}
+
+
+@router.get("/api/workers/{worker_id}/sys", responses={404: {"description": "unknown worker"}})
+def worker_sys_series(worker_id: str, db: DB, minutes: Annotated[float, Query(
+        gt=0, le=7 * 24 * 60, description="how far back, in minutes (the server keeps "
+                                          "GANSCOPE_WORKER_SYS_KEEP_MINUTES)")] = 10.0) -> dict[str, Any]:
+    """A worker's system samples, oldest first: {"worker_id", "times": [iso], "run_ids": [run or null],
+    "metrics": {name: [value or null]}}, columns aligned with times (one chart per sys/* name)."""
+    with db.read() as s:
+        if s.get(Worker, worker_id) is None:
+            raise HTTPException(404, f"worker {worker_id!r} not found")
+        return {"worker_id": worker_id, **worker_sys.series(s, worker_id, minutes)}
 
 
 async def _recover_stalled_forever(app: FastAPI) -> None:
@@ -106,6 +154,7 @@ async def _recover_stalled_forever(app: FastAPI) -> None:
             changed = queue_store.recover_stalled(s, settings.stall_seconds, settings.sdk_stall_seconds)
             for run in changed:
                 log.warning("run %s: %s -> %s", run.id, run.error, run.status)
+                notify.run_changed(s, run)  # a job out of attempts fails: its owner hears of it
             return [r.id for r in changed]
 
     while True:

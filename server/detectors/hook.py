@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
+from ganscope.server import notify
 from ganscope.server.db import Database
 from ganscope.server.detectors.engine import EARLY_STEPS, KEEP_STEPS, AlertState, Change, Engine, RunDetector
 from ganscope.server.live import Broker
@@ -165,6 +166,7 @@ def _persist(db: Database, broker: Broker, run_id: int, det: RunDetector, change
     health = det.health
     status_changed = stopped = False
     with db.write() as s:
+        notify.alert_changes(s, run_id, changes)  # webhooks for opened / escalated alerts, once this commits
         for ch in changes:
             data = clean(ch.alert.to_dict())
             ch.alert.evidence, ch.alert.remedy = data["evidence"], data["remedy"]

@@ -67,8 +67,17 @@ def _requeue_or_fail(run: Run, why: str) -> None:
     run.heartbeat_at = None
 
 
-def claim(session: Session, worker_id: str, host: str = "", devices: list | None = None) -> Run | None:
-    """Give the best queued job (priority, then age) to worker_id, or None. Exactly one claimer wins."""
+def _fits(gpus: int):  # noqa: ANN202 - a SQL expression
+    """The job asks for no more GPUs than the claimer has. The request lives in the job's config (the
+    worker trains from it); reading it there is a residual filter on the few queued rows that
+    ix_runs_queue already orders, so it needs no column of its own. Older configs lack it: 0."""
+    return func.coalesce(Run.config["gpus"].as_integer(), 0) <= gpus
+
+
+def claim(session: Session, worker_id: str, host: str = "", devices: list | None = None,
+          gpus: int = 0) -> Run | None:
+    """Give the best queued job (priority, then age) that fits a worker with `gpus` GPUs to worker_id,
+    or None. Exactly one claimer wins."""
     now = utcnow()
     # A worker that asks for work is not running anything: a job still marked as its own was lost
     # (the worker restarted under the same id), so recover it now rather than after the stall timeout.
@@ -79,7 +88,7 @@ def claim(session: Session, worker_id: str, host: str = "", devices: list | None
               "started_at": func.coalesce(Run.started_at, now)}  # a resumed job keeps its first start
     if dialect(session) == "postgresql":
         # One statement: SKIP LOCKED lets concurrent claimers pass over each other's candidate row.
-        pick = (select(Run.id).where(Run.status == "queued", Run.kind == "job")  # ix_runs_queue
+        pick = (select(Run.id).where(Run.status == "queued", Run.kind == "job", _fits(gpus))  # ix_runs_queue
                 .order_by(Run.priority.desc(), Run.id).limit(1).with_for_update(skip_locked=True)
                 .scalar_subquery())
         run_id = session.execute(update(Run).where(Run.id == pick).values(**values).returning(Run.id)
@@ -89,7 +98,7 @@ def claim(session: Session, worker_id: str, host: str = "", devices: list | None
         # a second process on the same file (CLI, another server) from claiming the same row.
         run_id = None
         while run_id is None:
-            cand = session.scalar(select(Run.id).where(Run.status == "queued", Run.kind == "job")
+            cand = session.scalar(select(Run.id).where(Run.status == "queued", Run.kind == "job", _fits(gpus))
                                   .order_by(Run.priority.desc(), Run.id).limit(1))
             if cand is None:
                 break
