@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ganscope import __version__
 from ganscope.trainer.client import Client, ServerUnavailable, SpoolBusy
 from ganscope.trainer.config import JobConfig
 from ganscope.trainer.device import DeviceError
@@ -164,7 +165,8 @@ class Worker:
         return 0
 
     def claim(self) -> dict[str, Any] | None:
-        body = {"worker_id": self.worker_id, "host": socket.gethostname(), "devices": [self.device]}
+        body = {"worker_id": self.worker_id, "host": socket.gethostname(), "devices": [self.device],
+                "version": __version__}
         r = self.client.call("POST", "/api/workers/claim", json=body, retry_for=0, stop=self.terminating)
         if r.status_code == 204:
             return None

@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ganscope.server.api.common import http_errors, publish_status, storage_errors
 from ganscope.server.auth import Authorized
-from ganscope.server.deps import DB, BrokerDep, MAX_INT64, RunId
+from ganscope.server.deps import DB, BrokerDep, MAX_INT64, RunId, SettingsDep
 from ganscope.server.store import queue as queue_store
-from ganscope.server.store.util import iso
+from ganscope.server.store import queue_view
 
 log = logging.getLogger("ganscope.queue")
 router = APIRouter(tags=["workers"])
@@ -28,6 +28,7 @@ class ClaimBody(BaseModel):
     worker_id: WorkerId
     host: str = Field("", max_length=200)
     devices: list[str] = Field(default_factory=list, max_length=64)
+    version: str = Field("", max_length=40, description="ganscope version the worker runs (shown on /workers).")
 
 
 class HeartbeatBody(BaseModel):
@@ -49,7 +50,7 @@ class FinishBody(BaseModel):
 def claim(body: ClaimBody, _: Authorized, db: DB, broker: BrokerDep) -> Any:
     """The best queued job for this worker: {run_id, config, attempt, resume}; 204 when the queue is empty."""
     with storage_errors("claiming a job"), db.write() as s:
-        run = queue_store.claim(s, body.worker_id, body.host, body.devices)
+        run = queue_store.claim(s, body.worker_id, body.host, body.devices, body.version)
         if run is None:
             answer = None
         else:
@@ -86,12 +87,13 @@ def finish(run_id: RunId, body: FinishBody, _: Authorized, db: DB, broker: Broke
 
 
 @router.get("/api/workers")
-def list_workers(db: DB) -> dict[str, Any]:
-    """Workers seen in the last five minutes."""
+def list_workers(db: DB, settings: SettingsDep) -> dict[str, Any]:
+    """The workers page's data: every worker seen in the last day (alive ones first: host, devices,
+    version, state busy|idle|lost, current run and step, last heartbeat) and the queue in claim order
+    (position, priority; PATCH /api/runs/{id} {"priority"} moves a job)."""
     with db.read() as s:
-        rows = queue_store.live_workers(s)
-        return {"workers": [{"id": w.id, "host": w.host, "devices": w.devices, "run_id": w.run_id,
-                             "started_at": iso(w.started_at), "last_seen": iso(w.last_seen)} for w in rows]}
+        return {"workers": queue_view.workers(s, settings.stall_seconds), "queue": queue_view.queue_rows(s),
+                "stall_seconds": settings.stall_seconds}
 
 
 async def _recover_stalled_forever(app: FastAPI) -> None:
