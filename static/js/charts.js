@@ -11,6 +11,36 @@
   // A chart scrolled out of view redraws at most this often (in view: at every live batch).
   GS.HIDDEN_REDRAW_MS = 3000;
 
+  // Most points one live batch appends per series. A fast run (thousands of steps a second) would
+  // otherwise hand Plotly tens of thousands of points per flush and stall the page for seconds; the
+  // overview is refetched (server-downsampled) once a chart holds 1.5x its budget anyway.
+  GS.EXTEND_MAX = 200;
+
+  // Decimate like the server (server/downsample.py): per bucket the first, smallest, largest and last
+  // point, and every non-finite one, so a spike or a NaN in a fast stream is never dropped.
+  GS.decimate = (steps, values, maxPoints) => {
+    const n = steps.length;
+    if (n <= maxPoints) return { steps, values };
+    const buckets = Math.max(1, Math.floor(maxPoints / 4));
+    const width = Math.ceil(n / buckets);
+    const keep = new Set();
+    for (let b = 0; b * width < n; b++) {
+      const lo = b * width, hi = Math.min(n, lo + width) - 1;
+      let iMin = -1, iMax = -1;
+      for (let i = lo; i <= hi; i++) {
+        const v = values[i];
+        if (v === null || v === undefined || !Number.isFinite(v)) { keep.add(i); continue; }
+        if (iMin < 0 || v < values[iMin]) iMin = i;
+        if (iMax < 0 || v > values[iMax]) iMax = i;
+      }
+      keep.add(lo); keep.add(hi);
+      if (iMin >= 0) keep.add(iMin);
+      if (iMax >= 0) keep.add(iMax);
+    }
+    const idx = [...keep].sort((a, b) => a - b);
+    return { steps: idx.map((i) => steps[i]), values: idx.map((i) => values[i]) };
+  };
+
   // Plotly renders a subset of HTML in text; escape what comes from the server so it stays text.
   GS.plotText = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 

@@ -100,7 +100,11 @@
         if (!src || !src.steps.length) continue;
         const s = this.raw[n] || (this.raw[n] = { steps: [], values: [] });
         const last = this.lastStep[n] ?? -Infinity;
-        src.steps.forEach((st, k) => { if (st > last) { s.steps.push(st); s.values.push(src.values[k]); } });
+        const i0 = src.steps.findIndex((st) => st > last);
+        if (i0 >= 0) {
+          const d = GS.decimate(src.steps.slice(i0), src.values.slice(i0), GS.EXTEND_MAX);
+          s.steps.push(...d.steps); s.values.push(...d.values);
+        }
         if (s.steps.length) { this.lastStep[n] = s.steps[s.steps.length - 1]; top = Math.max(top ?? -Infinity, this.lastStep[n]); }
       }
       if (top !== null && this.drawn) { if (this.visible) this.redrawSoon(); else this.markStale(); }

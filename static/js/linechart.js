@@ -189,16 +189,17 @@
         if (!src || !src.steps.length) return;
         const s = this.data[name] || (this.data[name] = { steps: [], values: [] });
         const last = this.lastStep[name] ?? -Infinity;
-        const steps = [], vals = [];
-        src.steps.forEach((st, k) => {
-          if (st <= last) return; // already held (catch-up overlaps the stream)
-          const v = src.values[k] ?? null;
+        const i0 = src.steps.findIndex((st) => st > last); // the rest is already held (catch-up overlaps the stream)
+        if (i0 < 0) return;
+        const { steps, values } = GS.decimate(src.steps.slice(i0), src.values.slice(i0), GS.EXTEND_MAX);
+        const vals = values.map((v) => v ?? null);
+        const f = this.flat[this.axisOf(name)];
+        steps.forEach((st, k) => {
+          const v = vals[k];
           if (isBad(v)) this.badPoint(name, st, s);
-          steps.push(st); vals.push(v); s.steps.push(st); s.values.push(v);
-          const f = this.flat[this.axisOf(name)];
+          s.steps.push(st); s.values.push(v);
           if (f !== undefined && f !== null && !isBad(v) && v !== f) flatBroken = true;
         });
-        if (!steps.length) return;
         this.lastStep[name] = steps[steps.length - 1];
         top = Math.max(top ?? -Infinity, steps[steps.length - 1]);
         const x = steps.map(xm.map);

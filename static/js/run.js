@@ -283,6 +283,6 @@
   window.ganscope.clock = clock;
   // Per chart: the last step held and the last step drawn (tests and bench/live.py).
   window.ganscope.chartState = () => Object.fromEntries([...charts].map(([k, c]) => [k,
-    { held: c.topStep(), drawn: c.drawnStep(), n: c.pointCount(), visible: c.visible, names: c.names }]));
+    { held: c.topStep(), drawn: c.drawnStep(), n: c.pointCount(), visible: c.visible, names: c.names, stale: c.stale, timer: !!c.hiddenTimer }]));
   window.ganscope.liveState = () => ({ flushing, pending: pending.length, backlog, step: summary && summary.step });
 })();
