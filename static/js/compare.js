@@ -100,7 +100,7 @@
       const rel = GS.view.xmode === "relative" && runs.every((r) => clocks.get(r.id) && clocks.get(r.id).known);
       await Plotly.react(this.div, this.traces(), {
         title: { text: GS.plotText(this.name), font: { size: 13 }, x: 0.02 }, height: 260, margin: { l: 58, r: 14, t: 30, b: 36 },
-        xaxis: { title: { text: rel ? "minutes since each run's first batch" : "step", font: { size: 10 } } },
+        xaxis: { title: { text: rel ? "minutes since each run's step 0" : "step", font: { size: 10 } } },
         yaxis: { type: this.logY ? "log" : "linear", exponentformat: "power", automargin: true,
           title: { text: GS.unitOf(this.name), font: { size: 10 } } },
         legend: { orientation: "h", y: -0.24, font: { size: 10 } }, hovermode: "x unified",

@@ -55,7 +55,8 @@
       this.steps.push(step); this.ms.push(tSeconds * 1000);
     }
     get known() { return this.steps.length > 0; }
-    get startMs() { return this.ms.length ? this.ms[0] : 0; }
+    // When step 0 was (or would have been) taken in: relative time counts from there.
+    get startMs() { return this.ms.length ? Math.min(this.ms[0], this.at(0)) : 0; }
     // Milliseconds since the epoch at which `step` was taken in.
     at(step) {
       const s = this.steps, t = this.ms, n = s.length;
@@ -97,7 +98,7 @@
     }
     const t0 = clock.startMs;
     const unit = GS.relUnit((clock.at(spanEndStep ?? clock.steps[clock.steps.length - 1]) || t0) - t0);
-    return { map: (s) => (clock.at(s) - t0) / unit.div, title: "time since the first batch (" + unit.name + ")",
+    return { map: (s) => (clock.at(s) - t0) / unit.div, title: "time since step 0 (" + unit.name + ")",
       type: "linear", inverse: (x) => clock.stepAt(t0 + x * unit.div), unit };
   };
 })();
