@@ -1,6 +1,6 @@
 """The instrumented GAN training loop: `train(cfg, sink, workdir, resume=None) -> TrainResult`.
 
-One *step* is `d_steps` D updates followed by `g_steps` G updates (DESIGN.md's knobs).
+One *step* is `d_steps` D updates followed by `g_steps` G updates (the job knobs, docs/design.md).
 Metrics of step s carry the step number s (1-based, counted after the step), from the
 last D and last G update of that step:
 
