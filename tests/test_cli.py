@@ -258,6 +258,7 @@ def test_export_has_every_point(server: ServerProc, home: Path) -> None:
     assert missing.returncode == 1 and "404" in missing.stderr
 
 
+@pytest.mark.timeout(600)  # two trainings and four torch-importing commands on a shared CPU
 def test_latent_writes_interpolation_and_walk_pngs(live: ServerProc, home: Path) -> None:
     job = {"name": "latent", "dataset": "shapes", "image_size": 16, "nz": 8, "ngf": 8, "ndf": 8, "batch_size": 8,
            "steps": 4, "checkpoint_every": 2, "sample_every": 2, "flush_every": 2, "device": "cpu"}
