@@ -129,11 +129,12 @@
     } catch (e) { /* a run without metrics yet: no sparkline */ }
   };
 
-  const upsert = (summary) => {
+  // fromQuery: the summary came from the filtered list itself (else from a live event).
+  const upsert = (summary, fromQuery = false) => {
     if (!summary || summary.id === undefined) return;
     if (summary.deleted) { runs.delete(summary.id); render(); return; }
     const isNew = !runs.has(summary.id);
-    if (isNew && state.config) { reloadSoon(); return; } // whether it matches the config filter is the server's call
+    if (isNew && state.config && !fromQuery) { reloadSoon(); return; } // matching the config filter is the server's call
     runs.set(summary.id, Object.assign(runs.get(summary.id) || {}, summary));
     if (isNew) loadSpark(summary.id);
     render();
@@ -168,13 +169,16 @@
     for (const part of state.config.split(",").map((x) => x.trim()).filter(Boolean)) q.append("config", part);
     return q;
   };
+  let loadSeq = 0; // filters changed quickly: only the answer to the latest query counts
   const loadAll = async () => {
     const err = document.getElementById("filter-error");
+    const seq = ++loadSeq;
     try {
       const body = await api("/api/runs?" + query());
+      if (seq !== loadSeq) return;
       err.textContent = "";
       runs.clear();
-      for (const r of GS.runsFrom(body)) upsert(r);
+      for (const r of GS.runsFrom(body)) upsert(r, true);
     } catch (e) {
       err.textContent = e.message;
     }
