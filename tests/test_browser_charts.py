@@ -3,6 +3,7 @@ download, legends grouped by net with distinct colours, labelled reference lines
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -74,7 +75,8 @@ def test_smoothing_log_time_axes_png_legend_and_reference_lines(server, browser,
             steps = list(range(lo, lo + 200))
             series = {"loss/d": {"steps": steps, "values": [1.4 + 0.3 * ((s * 37) % 7 - 3) / 3 for s in steps]},
                       "lr/d": {"steps": [lo + 199], "values": [2e-4]}, "lr/g": {"steps": [lo + 199], "values": [2e-4]},
-                      "perf/step_s": {"steps": [lo + 199], "values": [0.0153]}}
+                      "perf/step_s": {"steps": [lo + 199], "values": [0.0153 + lo / 1e5]},
+                      "perf/img_s": {"steps": [lo + 199], "values": [2000 + lo]}}
             for net, layers in (("d", LAYERS_D), ("g", LAYERS_G)):
                 for k, layer in enumerate(layers):
                     series[f"update/{net}/{layer}"] = {"steps": steps, "values": [10 ** (-3 - k / 4)] * 200}
@@ -128,9 +130,18 @@ def test_smoothing_log_time_axes_png_legend_and_reference_lines(server, browser,
         # Labelled reference lines; a constant learning rate drawn around its value.
         labels = page.evaluate(f"{d_loss}.layout.annotations.filter(a => a.name === 'ref').map(a => a.text)")
         assert labels and "2·ln 2" in labels[0]
-        lr_range = page.evaluate("window.ganscope.charts.get('lr').div._fullLayout.yaxis.range")
-        assert lr_range[0] < 2e-4 < lr_range[1] and lr_range[0] > 0, lr_range
-        # perf/step_s alone sits on the left axis: no empty left axis beside a right one.
-        assert page.evaluate("""(() => { const d = window.ganscope.charts.get('perf').div;
-            return d.layout.yaxis2 === undefined && d.data.every(t => !t.yaxis || t.yaxis === 'y'); })()""")
+        lr_axis = "window.ganscope.charts.get('lr').div._fullLayout.yaxis"
+        assert page.evaluate(f"{lr_axis}.type") == "log"  # the default for learning rates
+        lo, hi = page.evaluate(f"{lr_axis}.range")
+        assert lo < math.log10(2e-4) < hi and hi - lo <= 1.01, (lo, hi)
+        page.click("#chart-lr [data-tool=log]")
+        page.wait_for_function(f"{lr_axis}.type === 'linear'")
+        lo, hi = page.evaluate(f"{lr_axis}.range")
+        assert 0 < lo < 2e-4 < hi, (lo, hi)
+        # The throughput chart's right axis (s/step) gets its own round ticks, not ones synced to the left grid.
+        y2 = page.evaluate("(() => { const a = window.ganscope.charts.get('perf').div._fullLayout.yaxis2;"
+                           " return [a.tickmode, Number(a.dtick)]; })()")
+        assert y2[0] == "auto", y2
+        mantissa = y2[1] / 10 ** math.floor(math.log10(y2[1]))
+        assert any(abs(mantissa - m) < 1e-6 for m in (1, 2, 2.5, 5)), y2
     assert not log.problems(), log.problems()

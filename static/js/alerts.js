@@ -63,26 +63,46 @@
   };
 
   // One alert: open ones expanded unless the user folded them. opts: {defaults, onRelaunch(fix, signature),
-  // expanded: Map id -> bool, runLabel}.
-  GS.alertCard = (a, opts = {}) => {
-    const fix = GS.remedyConfig(a.remedy, opts.defaults);
-    const chips = Object.entries(fix).map(([k, v]) => el("span", { class: "chip", text: k + " → " + GS.fmtValue(v) }));
-    const text = GS.remedyText(a.remedy);
-    const sources = a.remedy && Array.isArray(a.remedy.sources) ? a.remedy.sources : [];
-    const details = el("details", { class: `alert ${a.severity} ${a.status}`, "data-signature": a.signature, "data-alert-id": a.id },
-      el("summary", {}, GS.badge(a.severity === "failing" ? "failing" : "warning", a.severity), " ",
-        opts.runLabel ? el("span", { class: "muted", text: opts.runLabel + " · " }) : null,
-        el("span", { class: "sig", text: a.signature }), " ", el("span", { class: "muted", text: a.status }), " ",
-        el("span", { class: "muted", text: "steps " + a.first_step + "–" + a.last_step })),
-      el("div", { class: "message", text: a.message || "" }),
-      text || chips.length ? el("div", { class: "remedy" }, el("b", { text: "Remedy: " }), text, " ", chips,
+  // expanded: Map id -> bool, runLabel}. Pass the card drawn before for the same alert as `node`: it is
+  // updated in place, its remedy (and relaunch button) untouched unless the remedy changed, so a live
+  // alert that moves every batch never pulls the button from under a click.
+  GS.alertCard = (a, opts = {}, node = null) => {
+    const card = node || el("details", {},
+      el("summary"), el("div", { class: "message" }), el("div", { class: "remedy-box" }),
+      el("div", { class: "evidence-box" }), el("div", { class: "muted sources" }));
+    card.className = `alert ${a.severity} ${a.status}`;
+    card.dataset.signature = a.signature;
+    card.dataset.alertId = a.id;
+    card.querySelector("summary").replaceChildren(...[GS.badge(a.severity === "failing" ? "failing" : "warning", a.severity), " ",
+      opts.runLabel ? el("span", { class: "muted", text: opts.runLabel + " · " }) : null,
+      el("span", { class: "sig", text: a.signature }), " ", el("span", { class: "muted", text: a.status }), " ",
+      el("span", { class: "muted", text: "steps " + a.first_step + "–" + a.last_step })].filter((x) => x !== null));
+    card.querySelector(".message").textContent = a.message || "";
+    const remedyKey = JSON.stringify(a.remedy || null);
+    if (card.dataset.remedyKey !== remedyKey) {
+      card.dataset.remedyKey = remedyKey;
+      const fix = GS.remedyConfig(a.remedy, opts.defaults);
+      const chips = Object.entries(fix).map(([k, v]) => el("span", { class: "chip", text: k + " → " + GS.fmtValue(v) }));
+      const text = GS.remedyText(a.remedy);
+      card.querySelector(".remedy-box").replaceChildren(...(text || chips.length ? [el("div", { class: "remedy" },
+        el("b", { text: "Remedy: " }), text, " ", chips,
         chips.length && opts.onRelaunch ? el("div", {}, el("button", { class: "primary relaunch", text: "Relaunch with this remedy",
-          onclick: () => opts.onRelaunch(fix, a.signature) })) : null) : null,
-      GS.evidenceTable(a.evidence),
-      sources.length ? el("div", { class: "muted sources", text: "Sources: " + sources.map(String).join("; ") }) : null);
+          onclick: () => opts.onRelaunch(fix, a.signature) })) : null)] : []));
+      const sources = a.remedy && Array.isArray(a.remedy.sources) ? a.remedy.sources : [];
+      card.querySelector(".sources").textContent = sources.length ? "Sources: " + sources.map(String).join("; ") : "";
+    }
+    const evKey = JSON.stringify(a.evidence || null);
+    if (card.dataset.evidenceKey !== evKey) {
+      card.dataset.evidenceKey = evKey;
+      card.querySelector(".evidence-box").replaceChildren(...GS.evidenceTable(a.evidence));
+    }
     const expanded = opts.expanded;
-    details.open = expanded && expanded.has(a.id) ? expanded.get(a.id) : a.status !== "closed";
-    if (expanded) details.addEventListener("toggle", () => expanded.set(a.id, details.open));
-    return details;
+    if (!node) {
+      card.open = expanded && expanded.has(a.id) ? expanded.get(a.id) : a.status !== "closed";
+      if (expanded) card.addEventListener("toggle", () => expanded.set(a.id, card.open));
+    } else if (!(expanded && expanded.has(a.id)) && a.status === "closed") {
+      card.open = false; // closed since: folds, unless the user chose
+    }
+    return card;
   };
 })();

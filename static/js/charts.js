@@ -81,7 +81,8 @@
       refs: [{ y: 1, text: "1: as spread as real data" }], sigs: ["mode_collapse"] },
     { id: "toy", title: "Toy set: modes covered (quality on the right)", names: ["toy/modes", "toy/quality"], y2: ["toy/quality"],
       yTitle: "modes", y2Title: "fraction", sigs: ["mode_collapse"] },
-    { id: "lr", title: "Learning rates", names: ["lr/d", "lr/g"] },
+    // Log by default: D's and G's rates often differ by orders of magnitude.
+    { id: "lr", title: "Learning rates", names: ["lr/d", "lr/g"], log: true },
   ];
 
   GS.namesFor = (spec, all) => {

@@ -133,7 +133,9 @@
         l.yaxis.title = { text: this.spec.y2Title, font: { size: 10 }, standoff: 4 };
       }
       if (!this.usesY2) l.margin.r = 14;
-      if (this.usesY2) l.yaxis2 = { overlaying: "y", side: "right", zeroline: false, showgrid: false, nticks: 5,
+      // tickmode auto: Plotly's default for an overlaying axis syncs its ticks to the left axis's grid,
+      // which labelled s/step at 1.53, 3.06, ...
+      if (this.usesY2) l.yaxis2 = { overlaying: "y", side: "right", zeroline: false, showgrid: false, nticks: 5, tickmode: "auto",
         exponentformat: "power", tickformat: "~g", rangemode: "tozero", automargin: true,
         title: this.spec.y2Title ? { text: this.spec.y2Title, font: { size: 10 }, standoff: 4 } : undefined };
       const flat = this.flatRanges();

@@ -12,6 +12,7 @@
   const wrappers = new Map(); // spec id -> wrapper div (created up front so charts keep their order)
   const alerts = new Map(); // alert id -> alert
   const expanded = new Map(); // alert id -> open/closed as the user left it
+  const cards = new Map(); // alert id -> its card element, updated in place
   let allNames = [];
   let summary = null;
   let loaded = false;
@@ -80,8 +81,15 @@
     const box = document.getElementById("alerts");
     // Open alerts first and expanded; closed ones fold to one line (a long run can close dozens).
     const ordered = list.slice().reverse().sort((a, b) => (a.status === "closed") - (b.status === "closed"));
-    box.replaceChildren(...(list.length ? ordered.map((a) => GS.alertCard(a, { defaults, expanded, onRelaunch: relaunch }))
-      : [el("p", { class: "muted", text: "None so far." })]));
+    // Cards are updated in place and only re-ordered when the order changes (see GS.alertCard).
+    const nodes = ordered.map((a) => {
+      const card = GS.alertCard(a, { defaults, expanded, onRelaunch: relaunch }, cards.get(a.id));
+      cards.set(a.id, card);
+      return card;
+    });
+    const current = [...box.children];
+    if (!list.length) box.replaceChildren(el("p", { class: "muted", text: "None so far." }));
+    else if (nodes.length !== current.length || nodes.some((n, i) => n !== current[i])) box.replaceChildren(...nodes);
     for (const c of charts.values()) c.setAlerts(list);
   };
 
