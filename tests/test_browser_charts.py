@@ -88,7 +88,10 @@ def test_smoothing_log_time_axes_png_legend_and_reference_lines(server, browser,
         page.goto(f"{server.url}/runs/{run_id}")
         _ready(page)
         d_loss = "window.ganscope.charts.get('d_loss').div"
-        page.wait_for_function(f"{d_loss}.data && {d_loss}.data.length === 3")
+        page.wait_for_function(f"{d_loss}.data && {d_loss}.data.length === 2")  # smoothing starts off
+        page.fill("#smoothing", "0.6")
+        page.dispatch_event("#smoothing", "input")
+        page.wait_for_function(f"{d_loss}.data.length === 3")
         # Smoothing: a smoothed trace over a faint raw one; the slider changes it, 0 leaves raw only.
         raw, smooth = page.evaluate(f"[{d_loss}.data[1], {d_loss}.data[2]]")
         assert raw["opacity"] < 0.5 and smooth["opacity"] == 1 and raw["x"] == smooth["x"]

@@ -7,7 +7,9 @@
 
   // smoothing: the EMA weight in [0, 0.99] (0 = raw only); xmode: step | wall | relative; log: {chartId: bool}.
   GS.view = {
-    smoothing: Number.isFinite(saved.smoothing) ? Math.min(0.99, Math.max(0, saved.smoothing)) : 0.6,
+    // Off until asked for (as W&B): a smoothed copy of every series doubles what a chart draws, and
+    // opening a million-step run must stay under two seconds.
+    smoothing: Number.isFinite(saved.smoothing) ? Math.min(0.99, Math.max(0, saved.smoothing)) : 0,
     xmode: ["step", "wall", "relative"].includes(saved.xmode) ? saved.xmode : "step",
     log: saved.log && typeof saved.log === "object" ? saved.log : {},
     hiddenNets: saved.hiddenNets && typeof saved.hiddenNets === "object" ? saved.hiddenNets : {},
