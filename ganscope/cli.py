@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
 
@@ -91,15 +92,37 @@ def serve(
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-             add_help_option=False)
-def worker(ctx: typer.Context) -> None:
-    """Train jobs claimed from a server: --server URL --device DEV --token T (see `ganscope worker --help`)."""
-    argv = list(ctx.args)
+@app.command()
+def worker(
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    workdir: Annotated[Optional[Path], typer.Option(
+        help="Checkpoints and scratch space [$GANSCOPE_HOME/worker, else ~/.ganscope/worker].")] = None,
+    spool: Annotated[Optional[Path], typer.Option(help="Requests not yet delivered [WORKDIR/spool].")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(envvar="GANSCOPE_DATA_ROOT",
+                                                      help="Root of the datasets on disk.")] = None,
+    poll: Annotated[float, typer.Option(help="Seconds between claims while idle.")] = 2.0,
+    heartbeat: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 2.0,
+    once: Annotated[bool, typer.Option("--once", help="Exit after one job.")] = False,
+    max_jobs: Annotated[int, typer.Option(help="Exit after this many jobs (0: never).")] = 0,
+    drain_timeout: Annotated[float, typer.Option(
+        help="Longest wait for the server to take spooled data after a job or at exit.")] = 30.0,
+    worker_id: Annotated[Optional[str], typer.Option(help="Stable id [host-pid-random].")] = None,
+) -> None:
+    """Train jobs claimed from a server (one job at a time on one device; run one worker per GPU)."""
     home = os.environ.get("GANSCOPE_HOME")
-    if home and not any(a == "--workdir" or a.startswith("--workdir=") for a in argv):
+    if workdir is None and home:
         # Keep the worker's checkpoints and spool beside the rest of ganscope's data (a compose volume).
-        argv += ["--workdir", str(Path(home) / "worker")]
+        workdir = Path(home) / "worker"
+    argv = ["--server", server, "--device", device, "--poll", str(poll), "--heartbeat", str(heartbeat),
+            "--max-jobs", str(max_jobs), "--drain-timeout", str(drain_timeout)]
+    for flag, value in (("--token", token), ("--workdir", workdir), ("--spool", spool), ("--data-root", data_root),
+                        ("--worker-id", worker_id)):
+        if value:
+            argv += [flag, str(value)]
+    if once:
+        argv.append("--once")
     from ganscope.trainer.worker import main as worker_main
 
     raise typer.Exit(worker_main(argv) or 0)
@@ -129,6 +152,8 @@ def launch(
         config = apply_sets(config, set_ or [])
     except JobFileError as exc:
         _fail(str(exc), 2)
+    if isinstance(config, dict) and not config.get("name"):
+        config["name"] = default_name(config_file, config, set_ or [])
     with _api(server, token) as api:
         try:
             run = api.post("/api/jobs", json=config)
@@ -156,6 +181,14 @@ def launch(
         line += f"; error: {final['error']}"
     typer.echo(line)
     raise typer.Exit({"succeeded": 0, "stopped": 3}.get(str(status), 1))
+
+
+def default_name(config_file: Path | None, config: dict[str, Any], sets: list[str]) -> str:
+    """A name for a job launched without one: the file's stem (or the dataset) and the overrides given,
+    e.g. "ring8 · steps=3000 lr_d=1e-3", so the runs list does not fill with "(unnamed)"."""
+    base = config_file.stem if config_file else str(config.get("dataset") or "shapes")
+    extras = " ".join(item.strip() for item in sets if not item.strip().startswith(("name=", "dataset=")))
+    return (f"{base} · {extras}" if extras else base)[:200]
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -188,7 +221,8 @@ def runs(
     for r in items:
         name = str(r.get("name") or "")
         rows.append([str(r.get("id")), name if len(name) <= 32 else name[:31] + "…", str(r.get("status")),
-                     str(r.get("health")), f"{r.get('step', 0)}/{r.get('total_steps', 0)}",
+                     "-" if r.get("status") == "queued" else str(r.get("health")),
+                     f"{r.get('step', 0)}/{r.get('total_steps', 0)}",
                      str(r.get("dataset") or ""), str(r.get("open_alerts", r.get("alert_count", 0))),
                      str(r.get("created_at") or "")[:19].replace("T", " ")])
     typer.echo(_table(rows, ["ID", "NAME", "STATUS", "HEALTH", "STEP", "DATASET", "ALERTS", "CREATED"]))
@@ -243,23 +277,25 @@ def latent(
     except ValueError:
         _fail(f"--dims must be comma-separated integers, got {dims!r}", 2)
     out_dir = out_dir or Path(f"latent-{run_id}")
-    out_dir.mkdir(parents=True, exist_ok=True)
     with _api(server, token) as api:
         try:
             resp = api.request("GET", f"/api/runs/{run_id}/checkpoints/latest")
         except ApiError as exc:
             if exc.status == 404:
-                _fail(f"run {run_id}: {format_detail(exc.detail).strip()} (no checkpoint yet?)")
+                _fail(_no_checkpoint(api, run_id))
             _fail(str(exc))
     step = resp.headers.get("x-ganscope-step", "latest")
-    ckpt = out_dir / f"run{run_id}-step{step}.pt"
-    ckpt.write_bytes(resp.content)
     from ganscope.trainer import samples as tsamples  # torch: only now
 
-    try:
-        generator = tsamples.load_generator(ckpt)
-    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: say so, no traceback
-        _fail(f"cannot load the checkpoint of run {run_id} ({ckpt}): {exc}")
+    # The checkpoint is read from a temporary file: --out receives the pictures only.
+    with tempfile.TemporaryDirectory(prefix="ganscope-latent-") as tmp:
+        ckpt = Path(tmp) / f"run{run_id}-step{step}.pt"
+        ckpt.write_bytes(resp.content)
+        try:
+            generator = tsamples.load_generator(ckpt)
+        except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: say so, no traceback
+            _fail(f"cannot load the checkpoint of run {run_id} (step {step}): {exc}")
+    out_dir.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Any] = {"samples.png": lambda g: tsamples.random_samples_png(g, samples, seed)}
     # Interpolations and walks are pictures of images: a toy generator gets its scatter only.
     if not generator.cfg.is_toy:
@@ -272,6 +308,20 @@ def latent(
     except (ValueError, IndexError, RuntimeError) as exc:
         _fail(f"cannot draw from run {run_id}'s generator: {exc}")
     typer.echo(f"run {run_id}, checkpoint at step {step}: wrote {', '.join(figures)} to {out_dir}")
+
+
+def _no_checkpoint(api: Api, run_id: int) -> str:
+    """Why a run has no checkpoint to draw from, in one line."""
+    try:
+        run = api.get(f"/api/runs/{run_id}")
+    except ApiError as exc:
+        return f"run {run_id}: {format_detail(exc.detail).strip() or exc}"
+    if run.get("kind") == "sdk":
+        return f"run {run_id} was logged with the SDK: it has no checkpoints on the server to draw from"
+    every = (run.get("config") or {}).get("checkpoint_every")
+    when = f"every {every} steps and at the end" if every else "periodically and at the end"
+    return (f"run {run_id} has no checkpoint yet (it is {run.get('status')} at step {run.get('step', 0)}; "
+            f"workers write one {when}): try again later")
 
 
 def main(argv: list[str] | None = None) -> None:

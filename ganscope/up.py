@@ -47,7 +47,11 @@ def _die_with_parent() -> None:
 
 
 def port_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
+    """Whether the server can bind host:port. Asked the way uvicorn binds (SO_REUSEADDR), so a port left
+    in TIME_WAIT by the last clean stop counts as free, as it is to uvicorn; one with a listener is not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -46,6 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="GAN training diagnostics: launch jobs, stream signals, detect failure signatures.",
         default_response_class=ORJSONResponse,  # orjson writes NaN/Inf as null: the JSON stays valid
         lifespan=lifespan,
+        # FastAPI's own /docs and /redoc load their scripts from a CDN: server/pages.py serves /docs from
+        # the installed swagger-ui-bundle package instead, so the API docs work offline.
+        docs_url=None, redoc_url=None,
     )
     app.state.settings = settings
     app.state.db = Database(settings.sqlalchemy_url)
@@ -54,10 +57,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from ganscope.server.limits import RequestSizeLimit
     app.add_middleware(RequestSizeLimit, settings=settings)  # 413 for bodies over max_request_mb/max_upload_mb
 
-    from ganscope.server.api import alerts, ingest, jobs, notifications, runs, stream, workers
+    from ganscope.server.api import alerts, downloads, ingest, jobs, manage, notifications, runs, stream, workers
     from ganscope.server import pages
 
-    for module in (jobs, runs, workers, ingest, alerts, notifications, stream, pages):
+    for module in (jobs, runs, manage, downloads, workers, ingest, alerts, notifications, stream, pages):
         app.include_router(module.router)
         setup = getattr(module, "setup", None)
         if setup is not None:

@@ -1,4 +1,4 @@
-"""Bearer-token check for every call that changes state (DESIGN.md: GANSCOPE_TOKEN)."""
+"""Bearer-token check for every call that changes state (GANSCOPE_TOKEN; docs/design.md)."""
 
 from __future__ import annotations
 

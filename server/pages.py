@@ -1,32 +1,38 @@
-"""HTML pages: runs list, one run, compare, launch. Thin shells: their data comes from the JSON API.
+"""HTML pages: runs list, one run, compare, launch, workers; the offline API docs. Thin shells: their
+data comes from the JSON API.
 
-Every page fetches the same JSON a script would (`/api/runs`, `/api/runs/{id}`,
-`.../metrics`, ...), so nothing shown here is out of reach of the REST API.
-The launch form is rendered from `trainer.config.knob_catalog()`, the schema the
-server validates jobs with. plotly.js is served from the installed plotly
-package: the dashboard makes no request off this machine.
+Every page fetches the same JSON a script would (`/api/runs`, `/api/runs/{id}`, `/api/workers`,
+...), so nothing shown here is out of reach of the REST API. The launch form is rendered from
+`trainer.config.knob_catalog()`, the schema the server validates jobs with (server/launch_form.py
+groups it). plotly.js and Swagger UI are served from their installed Python packages: no page makes
+a request off this machine.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import plotly
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
+from swagger_ui_bundle import swagger_ui_path
 
 from ganscope.server.deps import DB
+from ganscope.server.launch_form import DATASET_KINDS, grouped_fields
 from ganscope.server.schema import Run
-from ganscope.trainer.config import JobConfig, knob_catalog
+from ganscope.trainer.config import JobConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = Jinja2Templates(directory=str(ROOT / "templates"))  # autoescape on for .html
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+SWAGGER_DIR = Path(str(swagger_ui_path))
+SWAGGER_FILES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css"}
+FAVICON = ROOT / "static" / "favicon.svg"
 # Bumped with the JS/CSS so browsers do not keep a stale script after an upgrade.
-ASSET_VERSION = "1"
+ASSET_VERSION = "2"
 
 router = APIRouter(include_in_schema=False)
 
@@ -42,6 +48,65 @@ def plotly_js() -> FileResponse:
     # Registered before the /static mount, so this route wins; the file is the package's own copy.
     return FileResponse(PLOTLY_JS, media_type="text/javascript",
                         headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get("/static/vendor/swagger-ui/{name}")
+def swagger_asset(name: str) -> FileResponse:
+    """Swagger UI's script and style from the installed swagger-ui-bundle package."""
+    if name not in SWAGGER_FILES:
+        raise HTTPException(404, f"no such Swagger UI file: {name}")
+    return FileResponse(SWAGGER_DIR / name, media_type=SWAGGER_FILES[name],
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get("/favicon.ico")
+def favicon() -> FileResponse:
+    # Browsers ask for /favicon.ico on pages that name no icon (the JSON views, for one).
+    return FileResponse(FAVICON, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
+
+
+def _as_openapi_30(node: Any) -> Any:
+    """OpenAPI 3.1 schema constructs FastAPI emits, in their 3.0 spelling: `anyOf [X, null]` becomes X with
+    `nullable`, `const` an one-value enum. Swagger UI 4 (what swagger-ui-bundle ships) reads 3.0 only."""
+    if isinstance(node, list):
+        return [_as_openapi_30(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _as_openapi_30(v) for k, v in node.items()}
+    options = out.get("anyOf")
+    if isinstance(options, list) and any(o == {"type": "null"} for o in options):
+        rest = [o for o in options if o != {"type": "null"}]
+        out.pop("anyOf")
+        if len(rest) == 1:
+            out = {**rest[0], **out}
+        else:
+            out["anyOf"] = rest
+        out["nullable"] = True
+    if "const" in out:
+        out["enum"] = [out.pop("const")]
+    return out
+
+
+@router.get("/docs/openapi-3.0.json")
+def openapi_30(request: Request) -> dict[str, Any]:
+    """The API description for the docs page: /openapi.json in OpenAPI 3.0 form."""
+    spec = _as_openapi_30(request.app.openapi())
+    spec["openapi"] = "3.0.3"
+    return spec
+
+
+@router.get("/docs", response_class=HTMLResponse)
+def api_docs(request: Request) -> HTMLResponse:
+    return get_swagger_ui_html(openapi_url="/docs/openapi-3.0.json", title="ganscope API",
+                               swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
+                               swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
+                               swagger_favicon_url="/static/favicon.svg",
+                               oauth2_redirect_url="/docs/oauth2-redirect")
+
+
+@router.get("/docs/oauth2-redirect", response_class=HTMLResponse)
+def api_docs_redirect() -> HTMLResponse:
+    return get_swagger_ui_oauth2_redirect_html()
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -68,48 +133,13 @@ def compare_page(request: Request, ids: str = "") -> HTMLResponse:
     return _render(request, "compare.html", page="compare", run_ids=run_ids)
 
 
-def _field_kind(schema: dict[str, Any]) -> tuple[str, bool]:
-    """Input kind for a knob (select, bool, integer, number, string, json) and whether null is allowed."""
-    nullable = False
-    if "anyOf" in schema:
-        options = [o for o in schema["anyOf"] if o.get("type") != "null"]
-        nullable = len(options) < len(schema["anyOf"])
-        schema = {**schema, **(options[0] if options else {})}
-    if "enum" in schema:
-        return "select", nullable
-    kind = schema.get("type", "string")
-    if kind == "boolean":
-        return "bool", nullable
-    if kind in ("integer", "number"):
-        return kind, nullable
-    if kind == "object":
-        return "json", nullable
-    return "string", nullable
-
-
-def launch_fields() -> list[dict[str, Any]]:
-    fields = []
-    for knob in knob_catalog():
-        schema = knob["schema"]
-        kind, nullable = _field_kind(schema)
-        default = knob["default"]
-        if kind == "json" and default is None:
-            default = {}
-        bounds = [f"{label} {schema[key]}" for key, label in
-                  (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("exclusiveMaximum", "<"))
-                  if key in schema]
-        fields.append({
-            "name": knob["name"], "kind": kind, "nullable": nullable, "help": knob["help"],
-            "options": schema.get("enum", []),
-            "default": default,
-            "default_text": (json.dumps(default) if kind in ("json", "bool")
-                             else "" if default is None else str(default)),
-            "bounds": ", ".join(bounds),
-        })
-    return fields
+@router.get("/workers", response_class=HTMLResponse)
+def workers_page(request: Request) -> HTMLResponse:
+    # JSON twin: GET /api/workers (the page renders exactly that).
+    return _render(request, "workers.html", page="workers")
 
 
 @router.get("/launch", response_class=HTMLResponse)
 def launch_page(request: Request) -> HTMLResponse:
     # Pre-filling (relaunch with a remedy) happens in the browser from ?config= and ?remedy=.
-    return _render(request, "launch.html", page="launch", fields=launch_fields())
+    return _render(request, "launch.html", page="launch", groups=grouped_fields(), dataset_kinds=DATASET_KINDS)

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
-    UniqueConstraint,
+    UniqueConstraint, false as sa_false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -50,6 +50,8 @@ class Run(Base):
     control: Mapped[str | None] = mapped_column(String(16), nullable=True)  # None|'cancel'|'stop': told at heartbeat
     stop_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    note: Mapped[str] = mapped_column(Text, default="", server_default="")  # the user's free-text annotation
+    archived: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())  # hidden from the list
 
     __table_args__ = (
         # claim: WHERE status='queued' ORDER BY priority DESC, id  (the worker's atomic claim)
@@ -58,7 +60,30 @@ class Run(Base):
         Index("ix_runs_running_heartbeat", "status", "heartbeat_at"),
         # runs list: ORDER BY created_at DESC
         Index("ix_runs_created", "created_at"),
+        # runs list without archived runs (the default): WHERE archived = false ORDER BY created_at DESC
+        Index("ix_runs_archived_created", "archived", "created_at"),
     )
+
+
+class RunTag(Base):
+    """A user's label on a run (many per run)."""
+
+    __tablename__ = "run_tags"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # the primary key serves a run's tags (WHERE run_id IN (..)); this one the tag filter: WHERE tag = ?
+    __table_args__ = (Index("ix_run_tags_tag", "tag", "run_id"),)
+
+
+class RunClock(Base):
+    """When the server took in a run's steps: one row per ingested batch (at most every CLOCK_EVERY_S),
+    its highest step and the server's time. Charts plot against wall or relative time from these."""
+
+    __tablename__ = "run_clock"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    t: Mapped[float] = mapped_column(Float)  # seconds since the Unix epoch (UTC)
+    # the primary key serves the only read: WHERE run_id = ? ORDER BY step
 
 
 class MetricChunk(Base):
@@ -164,6 +189,7 @@ class Worker(Base):
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     draining: Mapped[bool] = mapped_column(Boolean, default=False)
+    version: Mapped[str] = mapped_column(String(40), default="", server_default="")  # ganscope version it runs
     # The worker's latest system sample ({"sys/cpu_pct": 12.5, ...}, docs/metrics.md) and when it came.
     sys: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     sys_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

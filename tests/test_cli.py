@@ -62,6 +62,42 @@ def test_help_on_every_command(home: Path) -> None:
             assert word in out.stdout, f"`ganscope {command} --help` does not mention {word}:\n{out.stdout}"
 
 
+def test_worker_help_is_the_same_style_as_the_other_commands(home: Path) -> None:
+    out = cli(home, "worker", "--help")
+    assert out.returncode == 0, out.stderr
+    assert "Usage: ganscope worker [OPTIONS]" in out.stdout  # Typer's, like every other command
+    for word in ("--poll", "--workdir", "--data-root", "--once", "--max-jobs", "GANSCOPE_TOKEN"):
+        assert word in out.stdout, word
+
+
+def test_port_check_matches_what_uvicorn_can_bind() -> None:
+    import socket
+
+    from ganscope.up import port_free
+
+    # A connection closed by the server side first leaves the port in TIME_WAIT: uvicorn (SO_REUSEADDR)
+    # binds it at once, so `up` must not refuse it.
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = listener.accept()
+    conn.close()  # the server side closes first: its end goes to TIME_WAIT
+    client.close()
+    assert not port_free("127.0.0.1", port)  # still listening
+    listener.close()
+    plain = socket.socket()
+    try:
+        plain.bind(("127.0.0.1", port))
+        plain.close()
+        pytest.skip("this kernel kept no TIME_WAIT socket to test against")
+    except OSError:
+        plain.close()  # a bind without SO_REUSEADDR fails: the old check refused this port
+    assert port_free("127.0.0.1", port)
+
+
 def test_unreachable_server_is_one_clear_line(home: Path) -> None:
     out = cli(home, "runs", server=f"http://127.0.0.1:{free_port()}")
     assert out.returncode == 1
@@ -83,6 +119,12 @@ def test_launch_from_a_file_with_overrides(server: ServerProc, home: Path) -> No
     run_id = int(out.stdout.split("queued run ")[1].split(":")[0])
     cfg = httpx.get(f"{server.url}/api/runs/{run_id}").json()["config"]
     assert (cfg["dataset"], cfg["steps"]) == ("grid25", 7)
+    # A job launched without a name is named after its file or dataset and its overrides, not "(unnamed)".
+    assert cfg["name"] == "job"
+    out = cli(home, "launch", "--set", "dataset=ring8", "--set", "steps=30", "--set", "lr_d=1e-3", "--no-follow",
+              server=server.url)
+    run_id = int(out.stdout.split("queued run ")[1].split(":")[0])
+    assert httpx.get(f"{server.url}/api/runs/{run_id}").json()["name"] == "ring8 · steps=30 lr_d=1e-3"
 
 
 def test_launch_names_each_bad_field(server: ServerProc, home: Path) -> None:
@@ -203,12 +245,20 @@ def test_export_has_every_point(server: ServerProc, home: Path) -> None:
     series = data["metrics"]["pred/real"]
     assert series["steps"] == sorted(sent_p) and series["values"][50] is None
     assert data["metrics"]["loss/d"]["values"] == [sent_d[s] for s in range(n)]
+    # The run page's download buttons serve exactly what the command writes.
+    served = httpx.get(f"{server.url}/api/runs/{run_id}/export", params={"format": "csv"}, timeout=300)
+    assert served.status_code == 200 and served.headers["content-type"].startswith("text/csv")
+    assert f'filename="run-{run_id}-metrics.csv"' in served.headers["content-disposition"]
+    assert served.content == (home / "m.csv").read_bytes()
+    served = httpx.get(f"{server.url}/api/runs/{run_id}/export", params={"format": "json"}, timeout=300)
+    assert served.status_code == 200 and served.text == out.stdout
     bad = cli(home, "export", str(run_id), "--format", "xml", server=server.url)
     assert bad.returncode == 2 and "csv or json" in bad.stderr
     missing = cli(home, "export", "99999", server=server.url)
     assert missing.returncode == 1 and "404" in missing.stderr
 
 
+@pytest.mark.timeout(600)  # two trainings and four torch-importing commands on a shared CPU
 def test_latent_writes_interpolation_and_walk_pngs(live: ServerProc, home: Path) -> None:
     job = {"name": "latent", "dataset": "shapes", "image_size": 16, "nz": 8, "ngf": 8, "ndf": 8, "batch_size": 8,
            "steps": 4, "checkpoint_every": 2, "sample_every": 2, "flush_every": 2, "device": "cpu"}
@@ -233,10 +283,20 @@ def test_latent_writes_interpolation_and_walk_pngs(live: ServerProc, home: Path)
     out = cli(home, "latent", str(toy), "--out", "toy", server=live.url, timeout=180)
     assert out.returncode == 0, out.stderr
     assert [p.name for p in (home / "toy").glob("*.png")] == ["samples.png"]
-    # An SDK run never uploads a checkpoint: a clear error, no traceback.
+    # The checkpoint is read from a temporary file: --out holds the pictures only.
+    assert not list((home / "lat").glob("*.pt"))
+    # An SDK run never uploads a checkpoint: a clear error, no traceback, nothing written.
     sdk = httpx.post(f"{live.url}/api/runs", json={"name": "sdk", "config": {}}).json()
     none = cli(home, "latent", str(sdk["id"]), "--out", "none", server=live.url)
-    assert none.returncode == 1 and "checkpoint" in none.stderr
+    assert none.returncode == 1 and "logged with the SDK" in none.stderr and "Traceback" not in none.stderr
+    assert not (home / "none").exists()
+    # A job before its first checkpoint: says so once, and when one comes.
+    early = httpx.post(f"{live.url}/api/jobs", json={**TINY_TOY, "steps": 100_000, "checkpoint_every": 50_000}).json()["id"]
+    none = cli(home, "latent", str(early), "--out", "early", server=live.url)
+    httpx.post(f"{live.url}/api/runs/{early}/cancel")
+    assert none.returncode == 1 and none.stderr.count(f"run {early}") == 1, none.stderr
+    assert "no checkpoint yet" in none.stderr and "every 50000 steps" in none.stderr
+    assert not (home / "early").exists()
 
 
 def _alive(pid: int) -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from ganscope.server.db import Database
@@ -24,10 +25,7 @@ def db(request, tmp_path: Path) -> Iterator[Database]:
     database.dispose()
 
 
-def head() -> str:
-    from alembic.script import ScriptDirectory
-
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def diff(db: Database) -> list:
@@ -38,10 +36,10 @@ def diff(db: Database) -> list:
 def test_upgrade_matches_the_models(db: Database) -> None:
     assert current(db) is None
     migrate(db)
-    assert current(db) == head()
+    assert current(db) == HEAD
     assert diff(db) == []
     migrate(db)  # idempotent: a restart migrates nothing
-    assert current(db) == head()
+    assert current(db) == HEAD
 
 
 def test_downgrade_and_upgrade_again(db: Database) -> None:
@@ -54,15 +52,17 @@ def test_downgrade_and_upgrade_again(db: Database) -> None:
 
 
 def test_database_made_before_migrations_is_adopted(db: Database) -> None:
-    # What the pre-Alembic placeholder made: the first revision's tables, without migration history.
+    # What the pre-Alembic placeholder left: the first revision's tables and no migration history.
     migrate(db, "0001")
+    with db.engine.begin() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))
     with db.engine.begin() as conn:
         conn.execute(text("DROP TABLE alembic_version"))
         conn.execute(text("INSERT INTO runs (name, kind, config, status, health, priority, attempts, max_attempts,"
                           " created_at, step, total_steps) VALUES ('old', 'job', '{}', 'queued', 'healthy', 0, 0, 3,"
                           " '2024-01-01 00:00:00', 0, 10)"))
     migrate(db)
-    assert current(db) == head()
+    assert current(db) == HEAD
     with db.engine.connect() as conn:
         assert conn.execute(text("SELECT name FROM runs")).scalar() == "old"
 
@@ -78,5 +78,5 @@ def test_server_starts_twice_on_the_same_database(tmp_path: Path) -> None:
         finally:
             s.stop()
     db = Database(f"sqlite:///{home / 'ganscope.db'}")
-    assert current(db) == head()
+    assert current(db) == HEAD
     db.dispose()

@@ -41,7 +41,7 @@ def parse(html: str) -> Assets:
 def test_pages_render_and_load_only_local_assets(server) -> None:
     with server.client() as c:
         run_id = c.post("/api/runs", json={"name": "p", "config": {}}).json()["id"]
-        for path in ("/", f"/runs/{run_id}", f"/compare?ids={run_id},{run_id}", "/launch"):
+        for path in ("/", f"/runs/{run_id}", f"/compare?ids={run_id},{run_id}", "/launch", "/workers", "/docs"):
             r = c.get(path)
             assert r.status_code == 200, path
             assert r.headers["content-type"].startswith("text/html")
@@ -110,3 +110,31 @@ def test_launch_form_has_every_knob_with_its_default_and_help(server) -> None:
 def test_compare_page_embeds_the_requested_ids(server) -> None:
     html = httpx.get(server.url + "/compare?ids=3,x,5", timeout=10).text
     assert '"ids": [3, 5]' in html
+
+
+def test_launch_form_groups_every_knob_once(server) -> None:
+    html = httpx.get(server.url + "/launch", timeout=10).text
+    tags = parse(html).tags
+    groups = [a["data-group"] for t, a in tags if t == "fieldset"]
+    assert groups[:3] == ["data", "networks", "optimisation"] and len(groups) == len(set(groups))
+    knobs = [a["data-name"] for t, a in tags if a.get("class") == "knob"]
+    assert sorted(knobs) == sorted(k["name"] for k in knob_catalog())
+    applies = {a["data-name"]: a["data-applies"] for t, a in tags if a.get("class") == "knob"}
+    assert applies["toy_hidden"] == "toy" and applies["ngf"] == "image" and applies["lr_d"] == "all"
+
+
+def test_swagger_ui_is_served_from_the_installed_package(server) -> None:
+    from swagger_ui_bundle import swagger_ui_path
+
+    for name in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        r = httpx.get(f"{server.url}/static/vendor/swagger-ui/{name}", timeout=30)
+        assert r.status_code == 200 and r.content == (Path(str(swagger_ui_path)) / name).read_bytes()
+    assert httpx.get(f"{server.url}/static/vendor/swagger-ui/index.html", timeout=10).status_code == 404
+    assert httpx.get(f"{server.url}/redoc", timeout=10).status_code == 404  # it would load a CDN script
+
+
+def test_workers_page_and_its_json_twin(server) -> None:
+    r = httpx.get(server.url + "/workers", timeout=10)
+    assert r.status_code == 200 and "/api/workers" in r.text
+    body = httpx.get(server.url + "/api/workers", timeout=10).json()
+    assert body["workers"] == [] and body["queue"] == []

@@ -121,3 +121,16 @@ def test_toy_runs_emit_snapshots_not_grids(tmp_path: Path) -> None:
     assert _png(random_samples_png(one.checkpoints[-1][1], n=200)).size == (320, 320)
     with pytest.raises(ValueError, match="image dataset"):
         interpolation_png(one.checkpoints[-1][1])
+
+
+def test_image_runs_upload_one_grid_of_real_images_at_the_start(tmp_path: Path) -> None:
+    sink = MemorySink()
+    cfg = JobConfig(dataset="shapes", image_size=16, ngf=8, ndf=8, nz=8, batch_size=8, steps=4, sample_every=2,
+                    checkpoint_every=1000, device="cpu")
+    train(cfg, sink, tmp_path / "a")
+    real = sink.samples_of("real")
+    assert [s.step for s in real] == [0]
+    assert _png(real[0].png).size == (8 * 18 + 2, 8 * 18 + 2)  # 64 images, 8 x 8, like G's grid
+    assert real[0].png != sink.samples_of("grid")[0].png
+    # Drawn with a generator of its own, so a resumed run still repeats an uninterrupted one
+    # (tests/test_trainer_resume.py); a toy run has no images to show (test above).

@@ -1,7 +1,7 @@
 """The job schema: every knob of a ganscope training job, with the DCGAN paper's defaults.
 
-This module imports no torch: the server validates jobs with it (DESIGN.md,
-"Dependency direction"). Field names are the REST/YAML contract; do not rename.
+This module imports no torch: the server validates jobs with it (docs/design.md,
+"Parts and data flow"). Field names are the REST/YAML contract; do not rename.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The instrumented GAN training loop: `train(cfg, sink, workdir, resume=None) -> TrainResult`.
 
-One *step* is `d_steps` D updates followed by `g_steps` G updates (DESIGN.md's knobs).
+One *step* is `d_steps` D updates followed by `g_steps` G updates (the job knobs, docs/design.md).
 Metrics of step s carry the step number s (1-based, counted after the step), from the
 last D and last G update of that step:
 
@@ -54,7 +54,7 @@ CONTROL_POLL_S = 0.5
 KEEP_CHECKPOINTS = 3
 TOY_EVAL_N = 2500  # as VEEGAN and PacGAN score mixtures
 # Offsets of the per-purpose generators from the run seed, so streams never overlap.
-_NOISE_SALT, _FIXED_Z_SALT, _EVAL_SALT = 1, 2, 3
+_NOISE_SALT, _FIXED_Z_SALT, _EVAL_SALT, _REAL_SALT = 1, 2, 3, 4
 
 
 @dataclass
@@ -351,6 +351,11 @@ class Trainer:
                 self.buffer.record_host("model/params_g", 0, parameter_count(st.g))
                 self.buffer.record_host("model/params_d", 0, parameter_count(st.d))
             self._periodic_outputs(force=True)
+            if not self.cfg.is_toy:
+                # A grid of real images (their own generator: the training stream is untouched), shown
+                # beside G's samples so a reader can judge them against the data.
+                real = self.data.batch(GRID_N, torch.Generator().manual_seed(self.cfg.seed + _REAL_SALT))
+                self.sink.on_sample(0, "real", images_png(real, nrow=int(math.sqrt(GRID_N))))
         self.window.reset()
         return action
 

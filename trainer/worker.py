@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ganscope.trainer.advertise import describe_devices, gpu_uuid, resolve_gpus
+from ganscope import __version__
 from ganscope.trainer.client import Client, ServerUnavailable, SpoolBusy
 from ganscope.trainer.config import MAX_GPUS, JobConfig
 from ganscope.trainer.device import DeviceError
@@ -188,7 +189,8 @@ class Worker:
         return 0
 
     def claim(self) -> dict[str, Any] | None:
-        body: dict[str, Any] = {"worker_id": self.worker_id, "host": socket.gethostname(), "devices": self.devices}
+        body: dict[str, Any] = {"worker_id": self.worker_id, "host": socket.gethostname(), "devices": self.devices,
+                                "version": __version__}
         if (sample := self._take_sys()) is not None:
             body["sys"] = sample
         r = self.client.call("POST", "/api/workers/claim", json=body, retry_for=0, stop=self.terminating)

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,6 +31,7 @@ from ganscope.server.deps import DB, MAX_INT64, BrokerDep, SettingsDep, RunId, S
 from ganscope.server.downsample import to_json
 from ganscope.server.live import Broker
 from ganscope.server.store import artifacts, queue as queue_store
+from ganscope.server.store import clock as clock_store
 from ganscope.server.store import metrics as metrics_store
 from ganscope.server.store.runs import get_run
 from ganscope.server.store.util import utcnow
@@ -107,6 +109,7 @@ def ingest_metrics(db: Database, broker: Broker, detectors_on: bool, run_id: int
             raise not_found(run_id)
         result = metrics_store.append(s, run_id, series)
         top = result.max_step
+        clock_store.note(s, run_id, top)  # when these steps arrived: charts' wall-time axis
         if top is not None and top > run.step:
             run.step = top
         if run.status == "running" and result.accepted:
@@ -115,7 +118,8 @@ def ingest_metrics(db: Database, broker: Broker, detectors_on: bool, run_id: int
     if result.accepted:
         # Points first, then any alert judged on them: a page shades an alert over points it already has.
         if broker.subscriber_count():
-            broker.publish(run_id, "metrics", {"metrics": {n: to_json(st, v) for n, (st, v) in result.accepted.items()}})
+            broker.publish(run_id, "metrics", {"metrics": {n: to_json(st, v) for n, (st, v) in result.accepted.items()},
+                                               "t": time.time()})
         if detectors_on:
             try:
                 from ganscope.server.detectors import hook

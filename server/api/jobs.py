@@ -41,7 +41,11 @@ def validate_config(data: Any, limits: Any, *, partial_ok: bool = False) -> JobC
     try:
         cfg = JobConfig.model_validate(data)
     except ValidationError as exc:
-        raise unprocessable(validation_errors(exc)) from None
+        errors = validation_errors(exc)
+        # pydantic stops before the cross-field checks and the caps: judge those on the raw values too,
+        # so a form shows every problem at once instead of one more after each fix.
+        raise unprocessable(errors + _raw_checks(data, limits, {str(e["loc"][1]) for e in errors
+                                                                 if len(e["loc"]) > 1})) from None
     errors = cfg.check_limits(limits)
     # A typo'd signature or threshold would silently do nothing: name it against the catalog.
     for msg in validate_overrides(cfg.detectors):
@@ -57,6 +61,31 @@ def validate_config(data: Any, limits: Any, *, partial_ok: bool = False) -> JobC
     if errors:
         raise unprocessable(errors)
     return cfg
+
+
+def _raw_checks(data: dict[str, Any], limits: Any, flagged: set[str]) -> list[dict[str, Any]]:
+    """The caps and dataset needs that JobConfig checks after its fields validate, on fields not already flagged."""
+    out = []
+
+    def number(field: str) -> float | None:
+        v = data.get(field)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    for field, cap in (("batch_size", limits.max_batch_size), ("image_size", limits.max_image_size),
+                       ("steps", limits.max_steps)):
+        v = number(field)
+        if field not in flagged and v is not None and v > cap:
+            out.append({"loc": ["body", field], "type": "value_error.limit",
+                        "msg": f"{field} {data[field]} exceeds this server's cap of {cap}"})
+    if data.get("dataset") == "folder" and not data.get("data_root") and "data_root" not in flagged:
+        out.append({"loc": ["body", "data_root"], "type": "value_error",
+                    "msg": "dataset 'folder' needs data_root: the image folder's path inside the data root"})
+    detectors = data.get("detectors")
+    if "detectors" not in flagged and isinstance(detectors, dict) and \
+            all(isinstance(v, dict) for v in detectors.values()):
+        for msg in validate_overrides(detectors):
+            out.append({"loc": ["body", "detectors"], "type": "value_error", "msg": msg})
+    return out
 
 
 _JOB_BODY = {"requestBody": {"required": True, "content": {"application/json": {

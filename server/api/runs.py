@@ -20,6 +20,7 @@ from ganscope.server.deps import DB, BrokerDep, SettingsDep, MAX_INT64, RunId, S
 from ganscope.server.downsample import downsample, select_range
 from ganscope.server.store import artifacts, queue as queue_store
 from ganscope.server.store import metrics as metrics_store
+from ganscope.server.store import queue_view
 from ganscope.server.store import runs as runs_store
 
 router = APIRouter(tags=["runs"])
@@ -34,10 +35,29 @@ def list_runs(db: DB,
               sort: Annotated[str, Query(description="created|started|finished|name|status|step|id|priority; "
                                                      "'-' prefix for descending")] = "-created",
               limit: Annotated[int, Query(ge=1, le=500)] = 50,
-              offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0) -> dict[str, Any]:
+              offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
+              tag: Annotated[str | None, Query(max_length=1000, description="comma-separated tags; runs "
+                                                                            "carrying all of them")] = None,
+              archived: Annotated[str, Query(pattern="^(exclude|only|include)$", description="archived runs: "
+                                             "left out (default), only them, or included")] = "exclude",
+              config: Annotated[list[str] | None, Query(max_length=20, description="knob=value the config must "
+                                                        "equal, e.g. config=dataset=ring8 (repeatable)")] = None,
+              ) -> dict[str, Any]:
     """Runs with status, health, step, times and key config: {runs, total, limit, offset}."""
     statuses = [x.strip() for x in status.split(",") if x.strip()] if status else None
+    tags = [t.strip() for t in tag.split(",") if t.strip()] if tag else None
     errors = []
+    wanted = []
+    for item in config or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            errors.append((["query", "config"], f"config filter {item!r} must be knob=value, e.g. dataset=ring8"))
+            continue
+        try:
+            value = orjson.loads(raw)  # numbers, true/false, null; anything else is taken as text
+        except orjson.JSONDecodeError:
+            value = raw
+        wanted.append((key.strip(), value))
     bad = [x for x in statuses or [] if x not in runs_store.STATUSES]
     if bad:
         errors.append((["query", "status"], f"unknown status {', '.join(bad)}; one of {', '.join(runs_store.STATUSES)}"))
@@ -47,7 +67,7 @@ def list_runs(db: DB,
         raise unprocessable(errors)
     with db.read() as s:
         runs, total = runs_store.list_runs(s, statuses=statuses, q=q, kind=kind, sort=sort, limit=limit,
-                                           offset=offset)
+                                           offset=offset, tags=tags, archived=archived, config=wanted)
         return {"runs": runs_store.summaries(s, runs), "total": total, "limit": limit, "offset": offset}
 
 
@@ -83,13 +103,16 @@ async def create_sdk_run(request: Request, _: Authorized, db: DB, broker: Broker
 
 
 @router.get("/api/runs/{run_id}")
-def get_run(run_id: RunId, db: DB) -> dict[str, Any]:
-    """One run: summary plus config and metric_names; `last` holds every metric's latest value."""
+def get_run(run_id: RunId, db: DB, settings: SettingsDep) -> dict[str, Any]:
+    """One run: summary plus config and metric_names; `last` holds every metric's latest value; a queued
+    job's `queue` says where it stands and why it waits."""
     with db.read() as s:
         run = runs_store.get_run(s, run_id)
         if run is None:
             raise not_found(run_id)
-        return runs_store.detail(s, run)
+        out = runs_store.detail(s, run)
+        out["queue"] = queue_view.standing(s, run, settings.stall_seconds)
+        return out
 
 
 @router.get("/api/runs/{run_id}/metrics")

@@ -16,8 +16,7 @@ from ganscope.server.auth import Authorized
 from ganscope.server.deps import DB, BrokerDep, MAX_INT64, RunId, SettingsDep
 from ganscope.server.schema import Worker
 from ganscope.server.store import queue as queue_store
-from ganscope.server.store import worker_sys
-from ganscope.server.store.util import iso
+from ganscope.server.store import queue_view, worker_sys
 
 log = logging.getLogger("ganscope.queue")
 router = APIRouter(tags=["workers"])
@@ -51,6 +50,7 @@ class ClaimBody(BaseModel):
         description="What the worker offers: device objects, or bare names as older workers send them. Only "
                     "jobs asking for at most as many GPUs (JobConfig `gpus`) as listed here are claimed.")
     sys: SysSample = None
+    version: str = Field("", max_length=40, description="ganscope version the worker runs (shown on /workers).")
 
 
 class HeartbeatBody(BaseModel):
@@ -75,7 +75,8 @@ def claim(body: ClaimBody, _: Authorized, db: DB, broker: BrokerDep, settings: S
     {run_id, config, attempt, resume}; 204 when none is queued."""
     devices = [d.model_dump() if isinstance(d, DeviceInfo) else d for d in body.devices]
     with storage_errors("claiming a job"), db.write() as s:
-        run = queue_store.claim(s, body.worker_id, body.host, devices, gpus=worker_sys.gpu_count(devices))
+        run = queue_store.claim(s, body.worker_id, body.host, devices, gpus=worker_sys.gpu_count(devices),
+                                 version=body.version)
         if body.sys:
             worker_sys.record(s, body.worker_id, body.sys, run.id if run else None, settings.worker_sys_keep_minutes)
         if run is None:
@@ -118,18 +119,13 @@ def finish(run_id: RunId, body: FinishBody, _: Authorized, db: DB, broker: Broke
 
 
 @router.get("/api/workers")
-def list_workers(db: DB) -> dict[str, Any]:
-    """Workers seen in the last five minutes: devices (names), device_info (kind, model, memory_mb), gpus,
-    and `sys`, the latest system sample (sys/* names, docs/metrics.md) with `sys_at`, when it arrived."""
+def list_workers(db: DB, settings: SettingsDep) -> dict[str, Any]:
+    """The workers page's data: every worker seen in the last day (alive ones first: host, devices,
+    version, state busy|idle|lost, current run and step, last heartbeat) and the queue in claim order
+    (position, priority; PATCH /api/runs/{id} {"priority"} moves a job)."""
     with db.read() as s:
-        rows = queue_store.live_workers(s)
-        return {"workers": [{"id": w.id, "host": w.host, "devices": worker_sys.device_names(w.devices),
-                             "device_info": [d for d in w.devices or [] if isinstance(d, dict)],
-                             "gpus": worker_sys.gpu_count(w.devices), "run_id": w.run_id,
-                             "started_at": iso(w.started_at), "last_seen": iso(w.last_seen),
-                             "sys": w.sys or {}, "sys_at": iso(w.sys_at)} for w in rows]}
-
-
+        return {"workers": queue_view.workers(s, settings.stall_seconds), "queue": queue_view.queue_rows(s),
+                "stall_seconds": settings.stall_seconds}
 @router.get("/api/workers/{worker_id}/sys", responses={404: {"description": "unknown worker"}})
 def worker_sys_series(worker_id: str, db: DB, minutes: Annotated[float, Query(
         gt=0, le=7 * 24 * 60, description="how far back, in minutes (the server keeps "

@@ -37,11 +37,12 @@ class Action:
 
 
 def touch_worker(session: Session, worker_id: str, *, host: str | None = None, devices: list | None = None,
-                 run_id: int | None = None, set_run: bool = False) -> None:
+                 run_id: int | None = None, set_run: bool = False, version: str | None = None) -> None:
     now = utcnow()
     row: dict = {"id": worker_id, "host": host or "", "devices": devices or [], "started_at": now,
-                 "last_seen": now, "run_id": run_id, "draining": False}
+                 "last_seen": now, "run_id": run_id, "draining": False, "version": version or ""}
     cols = ["last_seen"] + (["host"] if host is not None else []) + (["devices"] if devices is not None else [])
+    cols += ["version"] if version else []
     if set_run:
         cols.append("run_id")
     upsert(session, Worker.__table__, [row], ["id"], cols)
@@ -75,7 +76,7 @@ def _fits(gpus: int):  # noqa: ANN202 - a SQL expression
 
 
 def claim(session: Session, worker_id: str, host: str = "", devices: list | None = None,
-          gpus: int = 0) -> Run | None:
+          gpus: int = 0, version: str | None = None) -> Run | None:
     """Give the best queued job (priority, then age) that fits a worker with `gpus` GPUs to worker_id,
     or None. Exactly one claimer wins."""
     now = utcnow()
@@ -106,7 +107,7 @@ def claim(session: Session, worker_id: str, host: str = "", devices: list | None
                                   .execution_options(synchronize_session=False))
             if res.rowcount == 1:
                 run_id = cand
-    touch_worker(session, worker_id, host=host, devices=devices or [], run_id=run_id, set_run=True)
+    touch_worker(session, worker_id, host=host, devices=devices or [], run_id=run_id, set_run=True, version=version)
     if run_id is None:
         return None
     run = session.scalars(select(Run).where(Run.id == run_id).execution_options(populate_existing=True)).one()
@@ -229,7 +230,3 @@ def recover_stalled(session: Session, stall_seconds: float, sdk_stall_seconds: f
         changed.append(run)
     return changed
 
-
-def live_workers(session: Session, seen_within: float = 300.0) -> list[Worker]:
-    cut = utcnow() - timedelta(seconds=seen_within)
-    return list(session.scalars(select(Worker).where(Worker.last_seen >= cut).order_by(Worker.id)))

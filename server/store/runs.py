@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import case, delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from ganscope.server.schema import Alert, MetricLatest, Run
+from ganscope.server.schema import Alert, MetricLatest, Run, RunTag
 from ganscope.server.store.util import iso, utcnow
 from ganscope.trainer.config import JobConfig
 
@@ -73,6 +75,7 @@ def summaries(session: Session, runs: list[Run], *, all_metrics: bool = False) -
                 select(Alert.run_id, func.count(), func.sum(case((Alert.status == "open", 1), else_=0)))
                 .where(Alert.run_id.in_(ids)).group_by(Alert.run_id)).all():
             counts[r[0]] = (int(r[1]), int(r[2] or 0))
+    labels = _labels(session, runs)
     out = []
     for r in runs:
         cfg = r.config or {}
@@ -86,8 +89,27 @@ def summaries(session: Session, runs: list[Run], *, all_metrics: bool = False) -
             "priority": r.priority, "worker_id": r.worker_id, "error": r.error, "stop_reason": r.stop_reason,
             "control": r.control, "checkpoint_step": r.checkpoint_step,
             "heartbeat_at": iso(r.heartbeat_at),
+            **labels.get(r.id, {}),
         })
     return out
+
+
+def _labels(session: Session, runs: list[Run]) -> dict[int, dict[str, Any]]:
+    """The user's labels (tags, note, archived) and, for queued jobs, their place in the queue."""
+    ids = [r.id for r in runs]
+    tags: dict[int, list[str]] = {i: [] for i in ids}
+    if ids:
+        # run_tags primary key: WHERE run_id IN (..)
+        for run_id, tag in session.execute(select(RunTag.run_id, RunTag.tag).where(RunTag.run_id.in_(ids))
+                                           .order_by(RunTag.run_id, RunTag.tag)).all():
+            tags[run_id].append(tag)
+    places: dict[int, int] = {}
+    if any(r.status == "queued" for r in runs):
+        from ganscope.server.store.queue_view import positions
+
+        places = positions(session)
+    return {r.id: {"tags": tags.get(r.id, []), "note": r.note or "", "archived": bool(r.archived),
+                   "queue_position": places.get(r.id)} for r in runs}
 
 
 def summary(session: Session, run: Run) -> dict[str, Any]:
@@ -103,9 +125,20 @@ def detail(session: Session, run: Run) -> dict[str, Any]:
 
 def list_runs(session: Session, *, statuses: list[str] | None = None, q: str | None = None,
               kind: str | None = None, sort: str = "-created", limit: int = 50,
-              offset: int = 0) -> tuple[list[Run], int]:
-    """Runs page: filters, sort ('-' prefix for descending), pagination; returns (runs, total)."""
+              offset: int = 0, tags: list[str] | None = None, archived: str = "exclude",
+              config: list[tuple[str, Any]] | None = None) -> tuple[list[Run], int]:
+    """Runs page: filters, sort ('-' prefix for descending), pagination; returns (runs, total).
+
+    archived: "exclude" (default), "only" or "include". tags: runs carrying every one of them.
+    config: (knob, value) pairs the run's config must equal (compared in Python: JSON columns are
+    queried differently by SQLite and PostgreSQL, and a runs table is hundreds of rows, not millions).
+    """
     where = []
+    if archived != "include":
+        where.append(Run.archived.is_(archived == "only"))  # ix_runs_archived_created
+    for tag in tags or []:
+        # ix_run_tags_tag: WHERE tag = ?
+        where.append(Run.id.in_(select(RunTag.run_id).where(RunTag.tag == tag)))
     if statuses:
         where.append(Run.status.in_(statuses))  # ix_runs_queue leads with status
     if kind:
@@ -120,6 +153,53 @@ def list_runs(session: Session, *, statuses: list[str] | None = None, q: str | N
     desc = sort.startswith("-")
     cols = SORTS[sort.lstrip("-")]
     order = [c.desc() if desc else c.asc() for c in cols]  # ix_runs_created serves the default
+    if config:
+        matching = [r for r in session.scalars(select(Run).where(*where).order_by(*order))
+                    if config_matches(r.config or {}, config)]
+        return matching[offset:offset + limit], len(matching)
     total = session.scalar(select(func.count()).select_from(Run).where(*where)) or 0
     rows = list(session.scalars(select(Run).where(*where).order_by(*order).limit(limit).offset(offset)))
     return rows, int(total)
+
+
+def config_matches(cfg: dict[str, Any], wanted: list[tuple[str, Any]]) -> bool:
+    """Every (knob, value) equal in cfg; numbers compare as numbers (1e-3 == 0.001), the rest as text."""
+    for key, value in wanted:
+        have = cfg.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+                isinstance(have, (int, float)) and not isinstance(have, bool):
+            if float(have) != float(value):
+                return False
+        elif str(have).lower() != str(value).lower() if isinstance(value, str) else have != value:
+            return False
+    return True
+
+
+# --- the user's changes: labels, priority, deletion ------------------------------------------------
+
+TAG_MAX = 64
+TAGS_PER_RUN = 32
+
+
+def set_tags(session: Session, run: Run, tags: list[str]) -> None:
+    """Replace the run's tags (deduplicated; order is alphabetical on read)."""
+    session.execute(delete(RunTag).where(RunTag.run_id == run.id))
+    for tag in sorted(set(tags)):
+        session.add(RunTag(run_id=run.id, tag=tag))
+
+
+def set_priority(run: Run, priority: int) -> None:
+    """Move a queued job in the claim order (higher first); the stored config says the same."""
+    run.priority = priority
+    run.config = {**(run.config or {}), "priority": priority}
+
+
+def delete_run(session: Session, run: Run, artifacts_dir: Path) -> None:
+    """The run, its points, alerts, samples, checkpoints (rows cascade) and its artifact files."""
+    from ganscope.server.store import artifacts, clock
+
+    folder = artifacts.run_dir(artifacts_dir, run.id)
+    session.delete(run)
+    session.flush()
+    shutil.rmtree(folder, ignore_errors=True)
+    clock.forget(run.id)

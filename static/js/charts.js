@@ -1,41 +1,88 @@
-// Run-page charts: the seeds' diagnostic plots as Plotly line charts and per-layer heatmaps.
-// Live points arrive through extend() and are appended with Plotly.extendTraces (no redraw);
-// zooming re-queries the visible step range; alerts are drawn as shaded spans over the steps they cover.
+// Run-page charts: which metrics each chart shows, fetching them, alert spans, and the base class both
+// chart kinds share (zoom that re-queries the visible steps, alert drawing, the x-axis mode, and
+// drawing out of view). LineChart is in linechart.js, HeatChart in heatmap.js.
 "use strict";
 (() => {
   const { naturalCompare } = GS;
-  const COLORS = ["#2f6fdf", "#d0342c", "#1f9d55", "#9b51e0", "#d98a00", "#0fa3b1", "#7a5c3e", "#e05297", "#5d6d7e"];
   // Points per series: the overview asks for ~2-3 per pixel of a chart (the server keeps every bucket's
   // first, min, max and last, so spikes survive); a zoomed range gets more. SVG cost grows with points.
   GS.MAX_POINTS = 1200;
   GS.ZOOM_POINTS = 2000;
+  // A chart scrolled out of view redraws at most this often (in view: at every live batch).
+  GS.HIDDEN_REDRAW_MS = 3000;
+
+  // Most points one live batch appends per series. A fast run (thousands of steps a second) would
+  // otherwise hand Plotly tens of thousands of points per flush and stall the page for seconds; the
+  // overview is refetched (server-downsampled) once a chart holds 1.5x its budget anyway.
+  GS.EXTEND_MAX = 200;
+
+  // Decimate like the server (server/downsample.py): per bucket the first, smallest, largest and last
+  // point, and every non-finite one, so a spike or a NaN in a fast stream is never dropped.
+  GS.decimate = (steps, values, maxPoints) => {
+    const n = steps.length;
+    if (n <= maxPoints) return { steps, values };
+    const buckets = Math.max(1, Math.floor(maxPoints / 4));
+    const width = Math.ceil(n / buckets);
+    const keep = new Set();
+    for (let b = 0; b * width < n; b++) {
+      const lo = b * width, hi = Math.min(n, lo + width) - 1;
+      let iMin = -1, iMax = -1;
+      for (let i = lo; i <= hi; i++) {
+        const v = values[i];
+        if (v === null || v === undefined || !Number.isFinite(v)) { keep.add(i); continue; }
+        if (iMin < 0 || v < values[iMin]) iMin = i;
+        if (iMax < 0 || v > values[iMax]) iMax = i;
+      }
+      keep.add(lo); keep.add(hi);
+      if (iMin >= 0) keep.add(iMin);
+      if (iMax >= 0) keep.add(iMax);
+    }
+    const idx = [...keep].sort((a, b) => a - b);
+    return { steps: idx.map((i) => steps[i]), values: idx.map((i) => values[i]) };
+  };
 
   // Plotly renders a subset of HTML in text; escape what comes from the server so it stays text.
   GS.plotText = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
   const firstLayer = (names, prefix) => GS.layerOrder(names.filter((n) => n.startsWith(prefix)))[0];
 
-  // Which metrics each chart shows, resolved against the run's metric names.
+  // Which metrics each chart shows, resolved against the run's metric names. yTitle/y2Title name units.
   GS.CHART_SPECS = [
     { id: "d_loss", title: "D loss (total, on real, on fake)", names: ["loss/d", "loss/d_real", "loss/d_fake"],
-      refs: [{ y: 2 * Math.LN2, text: "2·ln 2 (equilibrium)" }], sigs: ["d_overpowering", "d_not_learning", "oscillation", "capacity_imbalance"] },
+      refs: [{ y: 2 * Math.LN2, text: "2·ln 2: D at chance" }], yTitle: "nats",
+      sigs: ["d_overpowering", "d_not_learning", "oscillation", "capacity_imbalance"] },
     { id: "g_loss", title: "G loss (total, adversarial, feature matching)", names: ["loss/g", "loss/g_adv", "loss/g_fm"],
-      sigs: ["oscillation", "capacity_imbalance"] },
+      yTitle: "nats", sigs: ["oscillation", "capacity_imbalance"] },
     { id: "pred", title: "D(x) and D(G(z))", names: ["pred/real", "pred/fake", "pred/fake_g"],
-      refs: [{ y: 0.5, text: "0.5" }], sigs: ["d_overpowering", "d_not_learning"] },
-    { id: "grad_first", title: "First-layer gradient norm of D and G", log: true,
+      refs: [{ y: 0.5, text: "0.5: D cannot tell" }], yTitle: "probability", sigs: ["d_overpowering", "d_not_learning"] },
+    { id: "quality_fid", title: "Image quality: FID (KID on the right; lower is better)", names: ["quality/fid", "quality/kid"],
+      y2: ["quality/kid"], yTitle: "FID", y2Title: "KID", sigs: ["quality_stalled"] },
+    { id: "quality_pr", title: "Precision, recall, density, coverage", names:
+      ["quality/precision", "quality/recall", "quality/density", "quality/coverage"], yTitle: "fraction", sigs: ["quality_stalled", "mode_collapse"] },
+    { id: "quality_modes", title: "Shapes: classes in fair share (recognisable on the right)",
+      names: ["quality/modes", "quality/modes_total", "quality/recognisable"], y2: ["quality/recognisable"],
+      yTitle: "classes", y2Title: "fraction", sigs: ["mode_collapse", "quality_stalled"] },
+    { id: "toy_fit", title: "Toy set: fit of G's samples to the data (lower is better)", names: ["toy/fit"],
+      yTitle: "distance", sigs: ["quality_stalled", "mode_collapse"] },
+    { id: "score", title: "D's raw output on real, fake and G's batch", names: ["score/real", "score/fake", "score/fake_g"],
+      yTitle: "logit / critic", sigs: ["d_overpowering", "d_not_learning"] },
+    { id: "penalty", title: "Gradient penalties (before their weights)", names: ["loss/gp", "loss/r1"], log: true },
+    { id: "grad_first", title: "First-layer gradient norm of D and G", log: true, yTitle: "‖g‖",
       pick: (all) => [firstLayer(all, "grad/d/"), firstLayer(all, "grad/g/")].filter(Boolean),
       sigs: ["vanishing_g_grad", "exploding_grad", "poor_init"] },
     { id: "grad_d_heat", title: "D gradient norm per layer (log10)", heat: "grad/d/", sigs: ["exploding_grad"] },
     { id: "grad_g_heat", title: "G gradient norm per layer (log10)", heat: "grad/g/", sigs: ["vanishing_g_grad", "exploding_grad"] },
     // Many series (every layer of both nets): a smaller per-series budget keeps the SVG light.
-    { id: "update", title: "Update / weight ratio per layer", prefix: "update/", log: true, points: 400 },
-    { id: "perf", title: "Throughput (img/s; s/step on the right)", names: ["perf/img_s", "perf/step_s"], y2: ["perf/step_s"] },
+    { id: "update", title: "Update / weight ratio per layer", prefix: "update/", log: true, points: 400, tall: true,
+      yTitle: "‖Δw‖ / ‖w‖" },
+    { id: "perf", title: "Throughput", names: ["perf/img_s", "perf/step_s", "perf/eval_s"], y2: ["perf/step_s", "perf/eval_s"],
+      yTitle: "images / s", y2Title: "seconds" },
     { id: "diversity", title: "Sample diversity (G's spread / real spread)", names: ["sample/diversity"],
-      refs: [{ y: 1, text: "real" }], sigs: ["mode_collapse"] },
-    { id: "toy", title: "Toy set: modes covered, quality (right)", names: ["toy/modes", "toy/quality"], y2: ["toy/quality"],
-      sigs: ["mode_collapse"] },
-    { id: "lr", title: "Learning rates", names: ["lr/d", "lr/g"] },
+      refs: [{ y: 1, text: "1: as spread as real data" }], sigs: ["mode_collapse"] },
+    { id: "toy", title: "Toy set: modes covered (quality on the right)", names: ["toy/modes", "toy/quality"], y2: ["toy/quality"],
+      yTitle: "modes", y2Title: "fraction", sigs: ["mode_collapse"] },
+    // Log by default: D's and G's rates often differ by orders of magnitude.
+    { id: "lr", title: "Learning rates", names: ["lr/d", "lr/g"], log: true },
   ];
 
   GS.namesFor = (spec, all) => {
@@ -51,8 +98,8 @@
   GS.fetchMetrics = async (runId, names, { maxPoints = GS.MAX_POINTS, start, end, since } = {}) => {
     if (!names.length) return {};
     const q = new URLSearchParams({ names: names.join(","), max_points: String(maxPoints) });
-    if (start !== undefined) q.set("start", String(Math.floor(start)));
-    if (end !== undefined) q.set("end", String(Math.ceil(end)));
+    if (start !== undefined) q.set("start", String(Math.max(0, Math.floor(start))));
+    if (end !== undefined) q.set("end", String(Math.max(0, Math.ceil(end))));
     if (since !== undefined && since !== null) q.set("since_step", String(since));
     const body = await GS.api(`/api/runs/${runId}/metrics?${q}`);
     return (body && body.metrics) || {};
@@ -83,7 +130,7 @@
     return hit || (metrics.length === 0 && (spec.sigs || []).includes(alert.signature));
   };
 
-  const alertDecor = (spec, names, alerts) => {
+  const alertDecor = (spec, names, alerts, xmap) => {
     const shapes = [], annotations = [];
     const labelled = new Set();
     for (const a of alerts.slice().reverse()) {
@@ -93,8 +140,9 @@
       // The evidence's step window when it gives one, else the alert's first..last step.
       const w = a.evidence && Array.isArray(a.evidence.window) && a.evidence.window.length === 2 &&
         a.evidence.window.every(Number.isFinite) ? a.evidence.window : [a.first_step, a.last_step ?? a.first_step];
-      const x0 = w[0], x1 = Math.max(w[1], x0);
-      shapes.push({ type: "rect", name: "alert-" + a.id, xref: "x", yref: "paper", x0, x1: x1 === x0 ? x0 + 0.5 : x1,
+      const s0 = w[0], s1 = Math.max(w[1], s0);
+      const x0 = xmap(s0), x1 = xmap(s1 === s0 ? s0 + 0.5 : s1);
+      shapes.push({ type: "rect", name: "alert-" + a.id, xref: "x", yref: "paper", x0, x1,
         y0: 0, y1: 1, fillcolor: `rgba(${color},${a.status === "closed" ? 0.07 : 0.16})`, line: { width: 0 }, layer: "below" });
       if (a.status !== "closed") shapes.push({ type: "line", name: "alert-start-" + a.id, xref: "x", yref: "paper", x0, x1: x0, y0: 0, y1: 1,
         line: { color: `rgb(${color})`, width: 1.5, dash: "dot" } });
@@ -107,18 +155,28 @@
     return { shapes, annotations };
   };
 
-  const refShapes = (spec) => (spec.refs || []).map((r) => ({ type: "line", xref: "paper", x0: 0, x1: 1, y0: r.y, y1: r.y,
-    line: { color: "#9aa3b5", width: 1, dash: "dash" } }));
+  // Dashed reference lines, each labelled at its right end.
+  const refDecor = (spec) => {
+    const refs = spec.refs || [];
+    return {
+      shapes: refs.map((r) => ({ type: "line", name: "ref", xref: "paper", x0: 0, x1: 1, y0: r.y, y1: r.y,
+        line: { color: "#9aa3b5", width: 1, dash: "dash" } })),
+      annotations: refs.map((r) => ({ name: "ref", xref: "paper", x: 1, xanchor: "right", y: r.y, yanchor: "bottom",
+        showarrow: false, text: GS.plotText(r.text), font: { size: 10, color: "#6b7385" } })),
+    };
+  };
 
-  const baseLayout = (spec) => ({
+  GS.baseLayout = (spec, xm) => ({
     title: { text: spec.title, font: { size: 13 }, x: 0.02 },
-    margin: { l: 52, r: spec.y2 ? 52 : 14, t: 30, b: 32 }, height: 260,
-    xaxis: { title: { text: "step", font: { size: 10 }, standoff: 2 }, zeroline: false },
-    yaxis: { type: spec.log ? "log" : "linear", zeroline: false, exponentformat: "power" },
-    legend: { orientation: "h", y: -0.22, font: { size: 10 } }, showlegend: true,
+    margin: { l: 58, r: spec.y2 ? 58 : 14, t: 30, b: 36 }, height: spec.tall ? 340 : 260,
+    xaxis: { title: { text: xm.title, font: { size: 10 }, standoff: 2 }, zeroline: false, type: xm.type },
+    yaxis: { type: "linear", zeroline: false, exponentformat: "power", nticks: 6, automargin: true,
+      title: spec.yTitle ? { text: spec.yTitle, font: { size: 10 }, standoff: 4 } : undefined },
+    legend: { orientation: "h", y: -0.24, font: { size: 10 } }, showlegend: true,
     hovermode: "x unified", uirevision: "keep", paper_bgcolor: "#fff", plot_bgcolor: "#fff",
   });
-  const CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
+  GS.plotConfig = (filename) => ({ displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"],
+    toImageButtonOptions: { format: "png", filename, scale: 2 } });
 
   // A fetched series plus the live points that arrived while the fetch was in flight (steps after its
   // last one): a reload must not drop what the stream already delivered.
@@ -131,39 +189,55 @@
     return { steps: f.steps.concat(held.steps.slice(i)), values: f.values.concat(held.values.slice(i)) };
   };
 
-  // --- base: zoom handling and alert drawing shared by both chart kinds ---------------------------
+  // --- base: zoom, x mode, alert drawing and out-of-view drawing shared by both chart kinds ---------
   class Chart {
     constructor(spec, div, ctx) {
       this.spec = spec; this.div = div; this.ctx = ctx; this.names = []; this.zoom = null; this.alerts = [];
       this.lastStep = {}; this.silent = false; this.visible = true; this.stale = false;
     }
-    // Charts scrolled out of view keep their data but skip drawing until they come back: a live run
-    // with a dozen charts would otherwise keep the browser's main thread busy redrawing unseen SVG.
+    get filename() { return `run-${this.ctx.runId}-${this.spec.id}`; }
+    // Step -> x for the page's x mode (step, wall time or time since the first batch).
+    get xm() { return GS.xMapper(this.ctx.clock, GS.view.xmode, this.topStep()); }
+    topStep() { const s = Object.values(this.lastStep); return s.length ? Math.max(...s) : 0; }
+    // Out of view a chart keeps its data and redraws every HIDDEN_REDRAW_MS at most (in view: at once).
+    // Skipping those redraws entirely once left charts below the fold frozen at their first points.
     observe() {
       if (!window.IntersectionObserver) return;
       new IntersectionObserver((entries) => {
         for (const e of entries) {
           this.visible = e.isIntersecting;
-          if (this.visible && this.stale) { this.stale = false; this.draw(); }
+          if (this.visible && this.stale) { this.stale = false; clearTimeout(this.hiddenTimer); this.hiddenTimer = null; this.refresh(); }
         }
       }, { rootMargin: "150px" }).observe(this.div);
     }
+    markStale() {
+      this.stale = true;
+      if (this.hiddenTimer) return;
+      this.hiddenTimer = setTimeout(() => {
+        this.hiddenTimer = null;
+        if (this.stale) { this.stale = false; this.refresh(); }
+      }, GS.HIDDEN_REDRAW_MS);
+    }
+    // Bring the drawing up to the data held (HeatChart re-queries when it holds too many points).
+    refresh() { return this.draw(); }
     hook() {
       this.div.on("plotly_relayout", (ev) => {
         if (this.silent) return;
         if (ev["xaxis.autorange"]) this.setRange(null, true); // autoscale (double click); a resize is no zoom
-        else if (ev["xaxis.range[0]"] !== undefined) this.setRange([ev["xaxis.range[0]"], ev["xaxis.range[1]"]], true);
-        else if (Array.isArray(ev["xaxis.range"])) this.setRange(ev["xaxis.range"], true);
+        else if (ev["xaxis.range[0]"] !== undefined) this.setRange(this.toSteps([ev["xaxis.range[0]"], ev["xaxis.range[1]"]]), true);
+        else if (Array.isArray(ev["xaxis.range"])) this.setRange(this.toSteps(ev["xaxis.range"]), true);
       });
     }
-    // Zoom: re-query the visible steps at full resolution (up to MAX_POINTS per series in the range).
+    toSteps(range) { const xm = this.xm; return [xm.inverse(range[0]), xm.inverse(range[1])]; }
+    // Zoom (a step range): re-query the visible steps at full resolution.
     async setRange(range, fromUser) {
       this.zoom = range;
       if (fromUser && this.ctx.onZoom) this.ctx.onZoom(this, range);
       if (!fromUser) {
         this.silent = true;
+        const xm = this.xm;
         try {
-          await Plotly.relayout(this.div, range ? { "xaxis.range": range, "xaxis.autorange": false } : { "xaxis.autorange": true });
+          await Plotly.relayout(this.div, range ? { "xaxis.range": range.map(xm.map), "xaxis.autorange": false } : { "xaxis.autorange": true });
         } finally { this.silent = false; }
       }
       await this.reload();
@@ -174,8 +248,9 @@
       return o;
     }
     decor() {
-      const d = alertDecor(this.spec, this.names, this.alerts);
-      return { shapes: refShapes(this.spec).concat(d.shapes), annotations: d.annotations };
+      const r = refDecor(this.spec);
+      const d = alertDecor(this.spec, this.names, this.alerts, this.xm.map);
+      return { shapes: r.shapes.concat(d.shapes), annotations: r.annotations.concat(d.annotations) };
     }
     // The decor a full draw puts on the chart; remembered so setAlerts skips a relayout that changes nothing.
     drawnDecor() {
@@ -183,10 +258,14 @@
       this.decorKey = JSON.stringify(d);
       return d;
     }
+    zoomedX(layout) {
+      if (this.zoom) layout.xaxis = Object.assign(layout.xaxis, { range: this.zoom.map(this.xm.map), autorange: false });
+      return layout;
+    }
     setAlerts(alerts) {
       this.alerts = alerts;
       if (!this.drawn) return Promise.resolve();
-      if (!this.visible) { this.stale = true; return Promise.resolve(); }
+      if (!this.visible) { this.markStale(); return Promise.resolve(); }
       const decor = this.decor();
       const key = JSON.stringify(decor);
       if (key === this.decorKey) return Promise.resolve(); // nothing this chart shows has changed
@@ -194,124 +273,16 @@
       this.silent = true;
       return Plotly.relayout(this.div, decor).finally(() => { this.silent = false; });
     }
+    // The x mode or smoothing changed: same data, drawn afresh (a zoom in steps stays a zoom).
+    async redraw() { if (this.drawn) await this.draw(); }
+    downloadPng() {
+      return Plotly.downloadImage(this.div, { format: "png", filename: this.filename, scale: 2,
+        width: this.div.clientWidth || 700, height: this.div.clientHeight || 260 });
+    }
   }
 
-  // --- line chart: one trace per metric, trace 0 holds the non-finite markers ------------------------
-  class LineChart extends Chart {
-    constructor(spec, div, ctx) { super(spec, div, ctx); this.data = {}; this.bad = { x: [], y: [], text: [] }; }
-
-    static lastFinite(series) {
-      for (let i = series.values.length - 1; i >= 0; i--) if (series.values[i] !== null) return series.values[i];
-      return null;
-    }
-    badPoint(name, step, series) {
-      // A non-finite value is drawn as a red x where the series was last seen, never dropped.
-      let y = LineChart.lastFinite(series);
-      if (y === null || (this.spec.log && y <= 0)) y = this.spec.log ? 1 : 0;
-      this.bad.x.push(step); this.bad.y.push(y); this.bad.text.push(GS.plotText(name) + " non-finite at step " + step);
-    }
-    setSeries(metrics) {
-      const old = this.data;
-      this.data = {}; this.bad = { x: [], y: [], text: [] };
-      for (const n of this.names) {
-        const src = withTail(metrics[n], old[n], !this.zoom);
-        const s = { steps: [], values: [] };
-        src.steps.forEach((st, i) => {
-          const v = src.values[i];
-          s.steps.push(st); s.values.push(v);
-          if (v === null || (typeof v === "number" && !Number.isFinite(v))) this.badPoint(n, st, s);
-        });
-        this.data[n] = s;
-        if (s.steps.length) this.lastStep[n] = Math.max(this.lastStep[n] ?? -Infinity, s.steps[s.steps.length - 1]);
-      }
-    }
-    traces() {
-      // Plotly keeps the arrays it is given and extendTraces appends to them: hand it copies, so the
-      // chart's own bookkeeping (this.data, this.bad) never doubles what is drawn.
-      const out = [{ name: "non-finite", x: this.bad.x.slice(), y: this.bad.y.slice(), text: this.bad.text.slice(),
-        mode: "markers", type: "scatter",
-        hoverinfo: "text", marker: { symbol: "x-thin-open", size: 11, color: "#d0342c", line: { width: 2.5, color: "#d0342c" } },
-        showlegend: this.bad.x.length > 0 }];
-      this.names.forEach((n, i) => out.push(this.trace(n, i)));
-      return out;
-    }
-    trace(n, i) {
-      const s = this.data[n] || { steps: [], values: [] };
-      // Norm-layer update ratios start hidden (one click in the legend shows them): conv/fc layers are the signal.
-      const hidden = this.spec.prefix && /\/(bn|norm)\w*$/.test(n);
-      return { name: GS.plotText(n), x: s.steps.slice(), y: s.values.slice(), mode: "lines", type: "scatter", connectgaps: false,
-        visible: hidden ? "legendonly" : true,
-        line: { width: 1.4, color: COLORS[i % COLORS.length] }, yaxis: (this.spec.y2 || []).includes(n) ? "y2" : "y" };
-    }
-    layout() {
-      const l = Object.assign(baseLayout(this.spec), this.drawnDecor());
-      if (this.spec.y2) l.yaxis2 = { overlaying: "y", side: "right", zeroline: false, showgrid: false };
-      if (this.zoom) l.xaxis = Object.assign(l.xaxis, { range: this.zoom, autorange: false });
-      return l;
-    }
-    async draw() {
-      this.silent = true;
-      try {
-        await (this.drawn ? Plotly.react(this.div, this.traces(), this.layout(), CONFIG)
-          : Plotly.newPlot(this.div, this.traces(), this.layout(), CONFIG));
-      } finally { this.silent = false; }
-      if (!this.drawn) { this.drawn = true; this.hook(); this.observe(); }
-    }
-    // Points per series in the overview; a zoomed range gets ZOOM_POINTS.
-    get budget() { return this.zoom ? GS.ZOOM_POINTS : this.spec.points || GS.MAX_POINTS; }
-    async reload() {
-      this.setSeries(await GS.fetchMetrics(this.ctx.runId, this.names, this.fetchOpts(this.budget)));
-      await this.draw();
-    }
-    async addNames(names) {
-      const fresh = names.filter((n) => !this.names.includes(n));
-      if (!fresh.length) return;
-      this.names.push(...fresh);
-      if (this.drawn) await Plotly.addTraces(this.div, fresh.map((n) => this.trace(n, this.names.indexOf(n))));
-    }
-    // Live points: append what is newer than the last step held, with one extendTraces call.
-    extend(metrics) {
-      const xs = [], ys = [], idx = [];
-      const badBefore = this.bad.x.length;
-      let top = null;
-      this.names.forEach((n, i) => {
-        const src = metrics[n];
-        if (!src || !src.steps.length) return;
-        const s = this.data[n] || (this.data[n] = { steps: [], values: [] });
-        const last = this.lastStep[n] ?? -Infinity;
-        const x = [], y = [];
-        src.steps.forEach((st, k) => {
-          if (st <= last) return; // already held (catch-up overlaps the stream)
-          const v = src.values[k];
-          if (v === null || (typeof v === "number" && !Number.isFinite(v))) this.badPoint(n, st, s);
-          x.push(st); y.push(v === undefined ? null : v); s.steps.push(st); s.values.push(v ?? null);
-        });
-        if (!x.length) return;
-        this.lastStep[n] = x[x.length - 1];
-        top = Math.max(top ?? -Infinity, x[x.length - 1]);
-        xs.push(x); ys.push(y); idx.push(i + 1);
-      });
-      if (!idx.length || !this.drawn) return top;
-      if (!this.visible) { this.stale = true; return top; }
-      if (this.bad.x.length > badBefore) {
-        Plotly.restyle(this.div, { showlegend: true, text: [this.bad.text.slice()] }, [0]);
-        xs.push(this.bad.x.slice(badBefore)); ys.push(this.bad.y.slice(badBefore)); idx.push(0);
-      }
-      Plotly.extendTraces(this.div, { x: xs, y: ys }, idx);
-      // Past the overview budget, fetch a fresh downsampled overview instead of growing.
-      if (!this.zoom && Object.values(this.data).some((s) => s.steps.length > 1.5 * this.budget)) this.reloadSoon();
-      return top;
-    }
-    reloadSoon() {
-      if (this.reloadTimer) return;
-      this.reloadTimer = setTimeout(() => { this.reloadTimer = null; this.reload(); }, 2000);
-    }
-    pointCount() { return Object.values(this.data).reduce((a, s) => a + s.steps.length, 0); }
-  }
-
-  // Shared with heatmap.js (loaded after this file), which adds GS.HeatChart.
-  Object.assign(GS, { Chart, withTail, baseLayout, PLOT_CONFIG: CONFIG });
-  GS.makeChart = (spec, div, ctx) => (spec.heat ? new GS.HeatChart(spec, div, ctx) : new LineChart(spec, div, ctx));
+  Object.assign(GS, { Chart, withTail });
+  GS.makeChart = (spec, div, ctx) => (spec.heat ? new GS.HeatChart(spec, div, ctx) : new GS.LineChart(spec, div, ctx));
   GS.alertMetrics = alertMetrics;
   GS.alertConcerns = concerns;
 })();

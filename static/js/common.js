@@ -81,12 +81,25 @@ GS.fmtValue = (v) => {
   return typeof v === "object" && v !== null ? JSON.stringify(v) : v === null ? "null" : String(v);
 };
 
+// A date with its time, always (a bare time is ambiguous in a list of runs): "today 14:02",
+// "yesterday 09:15", "3 Mar 14:02", "3 Mar 2023 14:02".
 GS.fmtTime = (iso) => {
   if (!iso) return "";
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return String(iso);
-  const sameDay = d.toDateString() === new Date().toDateString();
-  return sameDay ? d.toLocaleTimeString() : d.toLocaleString();
+  const now = new Date();
+  const time = d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+  const yesterday = new Date(now.getTime() - 86400e3);
+  if (d.toDateString() === now.toDateString()) return "today " + time;
+  if (d.toDateString() === yesterday.toDateString()) return "yesterday " + time;
+  const date = d.toLocaleDateString(undefined, d.getFullYear() === now.getFullYear()
+    ? { day: "numeric", month: "short" } : { day: "numeric", month: "short", year: "numeric" });
+  return date + " " + time;
+};
+
+GS.ordinal = (n) => {
+  const t = n % 100, u = n % 10;
+  return n + (t >= 11 && t <= 13 ? "th" : u === 1 ? "st" : u === 2 ? "nd" : u === 3 ? "rd" : "th");
 };
 
 GS.durationMs = (run) => {
@@ -140,6 +153,26 @@ GS.layerOrder = (names) => {
 };
 
 GS.badge = (cls, text) => GS.el("span", { class: "badge " + cls, text: text || cls });
+
+// Health for a run that has data; a queued job has none yet, so it says where it waits instead.
+GS.healthBadge = (r) => {
+  if (r.status === "queued") {
+    const b = GS.badge("queued", r.queue_position ? "queued · " + GS.ordinal(r.queue_position) : "queued");
+    b.title = "not started: no health yet";
+    return b;
+  }
+  return GS.badge(r.health || "healthy");
+};
+
+// The server's learning verdict (improving | stalled | regressing | unknown), when the summary has one.
+GS.learningBadge = (r) => {
+  const l = r && r.learning;
+  if (!l || !l.verdict) return null;
+  const b = GS.badge("learn-" + l.verdict, l.verdict === "unknown" ? "learning ?" : l.verdict);
+  b.title = (l.message || "") + (l.metric ? " (" + l.metric + ")" : "");
+  b.dataset.verdict = l.verdict;
+  return b;
+};
 
 GS.setLive = (state) => {
   const n = document.getElementById("live");

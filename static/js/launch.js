@@ -1,12 +1,28 @@
-// Launch form: every knob from trainer.config.knob_catalog(), rendered by the server.
+// Launch form: every knob from trainer.config.knob_catalog(), grouped by the server (server/launch_form.py).
+// Knobs that do not apply to the chosen dataset are hidden and not sent (the server's defaults stand).
 // Pre-fill: ?config=<json> (a run's config) and ?remedy=<json> (an alert's fix, highlighted).
-// Submit: POST /api/jobs; a 422's messages are shown next to the fields they name.
+// Submit: POST /api/jobs; every message of a 422 is shown at once, next to the field it names.
 "use strict";
 (() => {
   const form = document.getElementById("launch-form");
   const knobs = [...document.querySelectorAll(".knob")];
   const byName = new Map(knobs.map((k) => [k.dataset.name, k]));
   const input = (k) => k.querySelector("input, select, textarea");
+  const kinds = JSON.parse(document.getElementById("dataset-kinds").textContent);
+  const showAll = document.getElementById("show-all");
+
+  // A knob applies to every dataset ("all") or to those of one kind (image, toy, disk, finite).
+  const applies = (k) => {
+    const a = k.dataset.applies || "all";
+    const ds = byName.has("dataset") ? input(byName.get("dataset")).value : "";
+    return a === "all" || (kinds[a] || []).includes(ds);
+  };
+  const filterKnobs = () => {
+    for (const k of knobs) k.hidden = !showAll.checked && !applies(k) && !k.classList.contains("invalid");
+    document.querySelectorAll(".knob-group").forEach((g) => { g.hidden = ![...g.querySelectorAll(".knob")].some((k) => !k.hidden); });
+  };
+  if (byName.has("dataset")) input(byName.get("dataset")).addEventListener("change", filterKnobs);
+  showAll.addEventListener("change", filterKnobs);
 
   const setValue = (k, v) => {
     const i = input(k);
@@ -23,6 +39,7 @@
       k.classList.remove("remedy", "invalid");
     }
     clearErrors();
+    filterKnobs();
   };
 
   // Values as JSON types; what cannot be parsed is sent as typed so the server's 422 explains it.
@@ -31,6 +48,7 @@
     const local = [];
     for (const k of knobs) {
       const name = k.dataset.name, kind = k.dataset.kind, el = input(k);
+      if (!applies(k)) continue; // meaningless for this dataset: the server's default stands
       if (kind === "bool") { out[name] = el.checked; continue; }
       const raw = el.value.trim();
       if (raw === "" && (k.dataset.nullable === "true" || kind !== "string")) {
@@ -60,6 +78,8 @@
       return;
     }
     k.classList.add("invalid");
+    k.hidden = false;
+    k.closest(".knob-group").hidden = false;
     const e = k.querySelector(".error");
     e.hidden = false;
     e.textContent = (e.textContent ? e.textContent + "; " : "") + msg;
@@ -81,8 +101,11 @@
           const loc = (d.loc || []).filter((p) => p !== "body");
           showError(loc.length ? String(loc[0]) : "", (loc.length > 1 ? loc.slice(1).join(".") + ": " : "") + d.msg);
         }
-        const first = document.querySelector(".knob.invalid");
-        if (first) first.scrollIntoView({ block: "center" });
+        const bad = document.querySelectorAll(".knob.invalid");
+        const top = document.getElementById("form-errors");
+        const count = bad.length === 1 ? "1 field needs fixing (below)" : bad.length ? bad.length + " fields need fixing (below)" : "";
+        top.textContent = [count, top.textContent].filter(Boolean).join("; ");
+        if (bad.length) bad[0].scrollIntoView({ block: "center" });
       } else if (e.status === 401) {
         showError("", "the server needs a token: enter it in the top bar (" + e.message + ")");
       } else {
@@ -115,4 +138,6 @@
       (remedy ? "; the remedy for " + (sig || "the alert") + " changes: " +
         Object.entries(remedy).map(([k, v]) => k + " → " + GS.fmtValue(v)).join(", ") + " (highlighted)." : ".");
   }
+  filterKnobs();
+  window.ganscope.ready = true;
 })();

@@ -1,19 +1,51 @@
-// Run page, non-series panels: the fixed-z sample timeline (with interpolation/walk images when
-// present) and toy-set snapshots (1-D densities with D's output; 2-D scatter over the mixture).
+// Run page, non-series panels: the fixed-z sample timeline beside a grid of real images, the
+// checkpoint-time interpolation and latent-walk images with their rows labelled, a lightbox, and
+// toy-set snapshots (1-D densities with D's output; 2-D scatter over the mixture).
 "use strict";
 (() => {
   const { el, api } = GS;
 
+  // The checkpoint-time figures (trainer/samples.py checkpoint_figures): what their rows are.
+  const WALK_SPAN = 2.5;
+  const walkRows = (nz) => {
+    const dims = [...new Set([Math.floor(nz / 4), Math.floor(nz / 2), Math.floor((3 * nz) / 4)])].sort((a, b) => a - b);
+    return [1, 2].flatMap((b) => dims.map((d) => "z" + b + " · dim " + d));
+  };
+  const FIGURES = {
+    walk: { title: "latent walk", note: "each row sweeps one latent dimension from −" + WALK_SPAN + " to +" + WALK_SPAN,
+      rows: (cfg) => walkRows(cfg.nz || 100) },
+    interp: { title: "interpolation", note: "each row: slerp between two random z",
+      rows: () => ["pair 1", "pair 2", "pair 3", "pair 4"] },
+  };
+
+  // Click an image to see it large; Escape or the × closes it.
+  GS.lightbox = (src, caption) => {
+    const box = document.getElementById("lightbox");
+    document.getElementById("lightbox-img").src = src;
+    document.getElementById("lightbox-img").alt = caption;
+    document.getElementById("lightbox-caption").textContent = caption;
+    if (!box.open) box.showModal();
+  };
+  const zoomable = (img, caption) => {
+    img.classList.add("zoomable");
+    img.title = "click to enlarge";
+    img.addEventListener("click", () => GS.lightbox(img.src, typeof caption === "function" ? caption() : caption));
+  };
+
   GS.Samples = class {
     constructor(runId) {
       this.runId = runId;
+      this.cfg = {};
       this.byKind = new Map(); // kind -> [{step, url}] sorted by step
       this.panel = document.getElementById("samples-panel");
       this.img = document.getElementById("sample-img");
+      this.real = document.getElementById("real-img");
       this.slider = document.getElementById("sample-slider");
       this.follow = document.getElementById("sample-follow");
       this.label = document.getElementById("sample-step");
       this.extra = document.getElementById("sample-extra");
+      zoomable(this.img, () => "G's samples (fixed z) · " + this.label.textContent);
+      zoomable(this.real, "real training images");
       this.slider.addEventListener("input", () => {
         const grids = this.grids();
         this.follow.checked = Number(this.slider.value) === grids.length - 1;
@@ -21,6 +53,7 @@
       });
       this.follow.addEventListener("change", () => this.render());
     }
+    setConfig(cfg) { this.cfg = cfg || {}; }
     grids() { return this.byKind.get("grid") || []; }
     async load() {
       const body = await api(`/api/runs/${this.runId}/samples`);
@@ -45,13 +78,27 @@
       if (this.follow.checked) this.slider.value = this.slider.max;
       this.slider.hidden = grids.length < 2;
       this.show();
-      const extras = [...this.byKind.entries()].filter(([k]) => k !== "grid");
-      this.extra.replaceChildren(...extras.map(([kind, list]) => {
-        const last = list[list.length - 1];
-        return el("figure", { style: "margin:8px 0" },
-          el("img", { src: this.src(last), alt: kind + " at step " + last.step }),
-          el("figcaption", { class: "muted", text: kind + " · step " + last.step }));
-      }));
+      // The real-data reference grid (uploaded once at the start, kind "real") beside G's.
+      const reals = this.byKind.get("real") || [];
+      document.getElementById("real-figure").hidden = !reals.length;
+      if (reals.length) {
+        const src = this.src(reals[reals.length - 1]);
+        if (this.real.getAttribute("src") !== src) this.real.src = src;
+      }
+      const extras = [...this.byKind.entries()].filter(([k]) => k !== "grid" && k !== "real");
+      this.extra.replaceChildren(...extras.map(([kind, list]) => this.figure(kind, list[list.length - 1])));
+    }
+    // A checkpoint figure with its rows labelled (which latent dimension a walk row sweeps).
+    figure(kind, last) {
+      const known = FIGURES[kind];
+      const img = el("img", { src: this.src(last), alt: kind + " at step " + last.step });
+      const caption = (known ? known.title : kind) + " · step " + last.step;
+      zoomable(img, caption + (known ? " · " + known.note : ""));
+      const rows = known ? known.rows(this.cfg) : [];
+      const body = rows.length ? el("div", { class: "labelled" },
+        el("div", { class: "row-labels" }, rows.map((t) => el("span", { text: t }))), img) : img;
+      return el("figure", { class: "checkpoint-figure", "data-kind": kind }, body,
+        el("figcaption", { class: "muted", text: caption + (known ? " — " + known.note : "") }));
     }
     show() {
       const grids = this.grids();
@@ -61,6 +108,7 @@
       const src = this.src(item);
       if (this.img.getAttribute("src") !== src) this.img.src = src;
       this.label.textContent = "step " + item.step + " (" + (grids.indexOf(item) + 1) + "/" + grids.length + ")";
+      document.getElementById("sample-caption").textContent = "G (fixed z) · step " + item.step;
     }
   };
 
@@ -96,12 +144,14 @@
       this.snap = body.snapshot;
       this.draw();
     }
-    // Toy runs snapshot often (every toy_every steps); a contour redraw each time would swamp the page.
+    // Toy runs snapshot often (every toy_every steps); a redraw each time would swamp the page: at most
+    // every 4 s in view and every 12 s out of it (never frozen: a page watched from afar still moves).
     onSnapshot(ev) {
       if (!this.steps.includes(ev.step)) this.steps.push(ev.step);
       if (!this.follow.checked) return;
-      if (!this.visible && !this.panel.hidden) { this.stale = true; return; }
       if (!this.reloadLatest) this.reloadLatest = GS.throttle(() => this.load(), 4000);
+      if (!this.reloadHidden) this.reloadHidden = GS.throttle(() => (this.visible ? null : this.load()), 12000);
+      if (!this.visible && !this.panel.hidden) { this.stale = true; this.reloadHidden(); return; }
       this.reloadLatest();
     }
     watch() {

@@ -1,17 +1,18 @@
-// Run page: header, charts, alerts, samples, toy snapshots and config, kept live through the run's SSE stream.
+// Run page: charts, alerts, samples and toy snapshots kept live through the run's SSE stream.
 // Order matters: the stream is subscribed first, its `ready` triggers the (re)load, and metric events
 // that arrive meanwhile are buffered and applied after, dropping steps already held.
 "use strict";
 (() => {
-  const { el, api, fmt } = GS;
+  const { el, api } = GS;
   const boot = JSON.parse(document.getElementById("boot").textContent);
   const runId = boot.run_id;
-  const knobOrder = (boot.defaults || []).map(([k]) => k);
   const defaults = Object.fromEntries(boot.defaults || []);
+  const panel = new GS.RunPanel(runId, defaults, (boot.defaults || []).map(([k]) => k));
   const charts = new Map(); // spec id -> chart
   const wrappers = new Map(); // spec id -> wrapper div (created up front so charts keep their order)
   const alerts = new Map(); // alert id -> alert
   const expanded = new Map(); // alert id -> open/closed as the user left it
+  const cards = new Map(); // alert id -> its card element, updated in place
   let allNames = [];
   let summary = null;
   let loaded = false;
@@ -19,16 +20,19 @@
   let buffer = [];
   const samples = new GS.Samples(runId);
   const toy = new GS.Toy(runId);
+  const clock = new GS.Clock(runId);
 
   // Zoom on one chart zooms them all (same step axis), each re-querying its own range.
-  const ctx = { runId, onZoom: (src, range) => charts.forEach((c) => { if (c !== src) c.setRange(range, false); }) };
+  const ctx = { runId, clock, onZoom: (src, range) => charts.forEach((c) => { if (c !== src) c.setRange(range, false); }) };
 
   const chartsDiv = document.getElementById("charts");
   for (const spec of GS.CHART_SPECS) {
-    const w = el("div", { class: "chart", id: "chart-" + spec.id, hidden: true }, el("div", { class: "plot" }));
+    const w = el("div", { class: "chart" + (spec.tall ? " tall" : ""), id: "chart-" + spec.id, hidden: true }, el("div", { class: "plot" }));
     wrappers.set(spec.id, w);
     chartsDiv.appendChild(w);
   }
+  GS.viewBar(document.getElementById("viewbar"));
+  GS.onViewChange(() => charts.forEach((c) => c.redraw().then(() => c.renderTools && c.renderTools())));
 
   // Create charts for newly seen metric names; returns the charts that need a first load.
   const ensureCharts = async (names) => {
@@ -44,9 +48,11 @@
         chart.names = resolved.slice();
         chart.alerts = alertList();
         charts.set(spec.id, chart);
+        GS.chartTools(chart, w);
         fresh.push(chart);
       } else {
         await chart.addNames(resolved);
+        if (chart.renderTools) chart.renderTools();
       }
     }
     document.getElementById("no-data").hidden = charts.size > 0;
@@ -55,56 +61,10 @@
 
   // --- header ----------------------------------------------------------------------------------------
   let headerTimer = null;
-  const renderHeaderSoon = () => { if (!headerTimer) headerTimer = setTimeout(() => { headerTimer = null; renderHeader(); }, 250); };
-  const renderHeader = () => {
-    const r = summary;
-    if (!r) return;
-    document.getElementById("run-name").textContent = r.name || "(unnamed)";
-    document.getElementById("run-status").replaceChildren(GS.badge(r.status));
-    document.getElementById("run-health").replaceChildren(GS.badge(r.health || "healthy"));
-    const total = r.total_steps || 0;
-    document.querySelector("#run-progress > span").style.width = (total ? Math.min(100, (100 * r.step) / total) : 0) + "%";
-    document.getElementById("run-step").textContent = "step " + (r.step || 0) + (total ? " / " + total : "");
-    const facts = ["#" + r.id, r.kind, r.dataset, r.worker_id ? "worker " + r.worker_id : null,
-      r.started_at ? "started " + GS.fmtTime(r.started_at) : "created " + GS.fmtTime(r.created_at),
-      GS.fmtDuration(GS.durationMs(r)), r.attempts > 1 ? r.attempts + " attempts" : null];
-    const last = r.last || {};
-    const losses = ["loss/d", "loss/g", "pred/real", "pred/fake"].filter((n) => n in last).map((n) => n + " " + fmt(last[n]));
-    document.getElementById("run-facts").textContent = facts.concat(losses).filter(Boolean).join(" · ");
-    document.getElementById("run-error").textContent = [r.stop_reason, r.error].filter(Boolean).join(" — ");
-    const cancel = document.getElementById("cancel-btn");
-    cancel.disabled = !GS.ACTIVE.has(r.status);
-  };
-
-  const renderConfig = () => {
-    const cfg = (summary && summary.config) || {};
-    const order = knobOrder;
-    const keys = Object.keys(cfg).sort((a, b) => (order.indexOf(a) + 1 || 999) - (order.indexOf(b) + 1 || 999));
-    document.getElementById("config").replaceChildren(...keys.map((k) => {
-      const changed = k in defaults && JSON.stringify(cfg[k]) !== JSON.stringify(defaults[k]) && k !== "name";
-      return el("tr", { class: changed ? "changed" : "", title: changed ? "default: " + GS.fmtValue(defaults[k]) : "" },
-        el("td", { text: k }), el("td", { class: "mono", text: GS.fmtValue(cfg[k]) }));
-    }));
-  };
+  const renderHeaderSoon = () => { if (!headerTimer) headerTimer = setTimeout(() => { headerTimer = null; panel.set(summary); }, 250); };
 
   // --- alerts --------------------------------------------------------------------------------------------
   const alertList = () => [...alerts.values()].sort((a, b) => a.first_step - b.first_step);
-
-  const remedyConfig = (r) => {
-    if (!r || typeof r !== "object") return {};
-    if (r.config && typeof r.config === "object") return r.config;
-    return Object.fromEntries(Object.entries(r).filter(([k]) => k in defaults));
-  };
-  const remedyText = (r) => (typeof r === "string" ? r : r ? r.text || r.summary || r.message || r.description || "" : "");
-
-  const evidenceList = (ev) => {
-    if (!ev || typeof ev !== "object") return [el("dd", { text: GS.fmtValue(ev) })];
-    return Object.entries(ev).flatMap(([k, v]) => {
-      let t = typeof v === "number" ? fmt(v) : GS.fmtValue(v);
-      if (t.length > 300) t = t.slice(0, 300) + "…";
-      return [el("dt", { text: k }), el("dd", { class: "mono", text: t })];
-    });
-  };
 
   // Open alerts move their last step on every batch: redraw the list and the charts' spans every 2 s at most.
   const renderAlertsSoon = GS.throttle(() => renderAlerts(), 2000);
@@ -119,26 +79,17 @@
     const open = list.filter((a) => a.status !== "closed").length;
     document.getElementById("alert-count").textContent = list.length ? `${open} open, ${list.length} in all` : "";
     const box = document.getElementById("alerts");
-    if (!list.length) { box.replaceChildren(el("p", { class: "muted", text: "None so far." })); }
     // Open alerts first and expanded; closed ones fold to one line (a long run can close dozens).
     const ordered = list.slice().reverse().sort((a, b) => (a.status === "closed") - (b.status === "closed"));
-    if (list.length) box.replaceChildren(...ordered.map((a) => {
-      const fix = remedyConfig(a.remedy);
-      const fixChips = Object.entries(fix).map(([k, v]) => el("span", { class: "chip", text: k + " → " + GS.fmtValue(v) }));
-      const details = el("details", { class: `alert ${a.severity} ${a.status}`, "data-signature": a.signature, "data-alert-id": a.id },
-        el("summary", {}, GS.badge(a.severity === "failing" ? "failing" : "warning", a.severity), " ",
-          el("span", { class: "sig", text: a.signature }), " ", el("span", { class: "muted", text: a.status }), " ",
-          el("span", { class: "muted", text: "steps " + a.first_step + "–" + a.last_step })),
-        el("div", { class: "message", text: a.message || "" }),
-        el("dl", {}, evidenceList(a.evidence)),
-        remedyText(a.remedy) || fixChips.length ? el("div", {}, el("b", { text: "Remedy: " }), remedyText(a.remedy), " ", fixChips) : null,
-        a.remedy && Array.isArray(a.remedy.sources) && a.remedy.sources.length
-          ? el("div", { class: "muted", style: "font-size:11px" }, "Sources: " + a.remedy.sources.map(String).join("; ")) : null,
-        fixChips.length ? el("button", { class: "primary", text: "Relaunch with this remedy", onclick: () => relaunch(fix, a.signature) }) : null);
-      details.open = expanded.has(a.id) ? expanded.get(a.id) : a.status !== "closed";
-      details.addEventListener("toggle", () => expanded.set(a.id, details.open));
-      return details;
-    }));
+    // Cards are updated in place and only re-ordered when the order changes (see GS.alertCard).
+    const nodes = ordered.map((a) => {
+      const card = GS.alertCard(a, { defaults, expanded, onRelaunch: relaunch }, cards.get(a.id));
+      cards.set(a.id, card);
+      return card;
+    });
+    const current = [...box.children];
+    if (!list.length) box.replaceChildren(el("p", { class: "muted", text: "None so far." }));
+    else if (nodes.length !== current.length || nodes.some((n, i) => n !== current[i])) box.replaceChildren(...nodes);
     for (const c of charts.values()) c.setAlerts(list);
   };
 
@@ -200,7 +151,7 @@
   // first event after a quiet spell draws on the next frame; under a flood, flushes are spaced by what
   // the last one cost (at most half the main thread), so a slow machine draws less often, not later and later.
   let pending = [];
-  let flushing = false, timer = null, lastCost = 0, lastEnd = 0;
+  let flushing = false, timer = null, lastCost = 0, lastEnd = 0, queuedAt = 0;
   let backlog = false, arrivedDuringFlush = false; // a flood: events kept coming while we drew
   const merge = (list) => {
     const out = {};
@@ -216,7 +167,6 @@
     const gap = backlog ? Math.min(1000, Math.max(0, lastCost - (performance.now() - lastEnd))) : 0;
     timer = setTimeout(() => { timer = null; requestAnimationFrame(runFlush); }, gap);
   };
-  let queuedAt = 0;
   const runFlush = async () => {
     flushing = true;
     const t0 = performance.now();
@@ -235,7 +185,14 @@
     if (stats.length > 500) stats.splice(0, 250);
     if (pending.length) scheduleFlush();
   };
+  const topOf = (metrics) => {
+    let top = null;
+    for (const s of Object.values(metrics || {})) if (s.steps.length) top = Math.max(top ?? -Infinity, s.steps[s.steps.length - 1]);
+    return top;
+  };
   const onMetrics = (ev) => {
+    // The batch's arrival time places its steps on the wall-time axis.
+    if (ev.t !== undefined) clock.add(topOf(ev.metrics), ev.t);
     if (!loaded) { buffer.push(ev.metrics); return; }
     if (flushing) arrivedDuringFlush = true;
     pending.push(ev.metrics);
@@ -244,14 +201,15 @@
 
   const loadSummary = async () => {
     summary = await api(`/api/runs/${runId}`);
-    renderHeader();
-    renderConfig();
+    panel.set(summary);
+    panel.renderConfig();
+    samples.setConfig(summary.config);
     document.getElementById("compare-link").href = "/compare?ids=" + runId;
     return summary;
   };
 
   const initialLoad = async () => {
-    await loadSummary();
+    await Promise.all([loadSummary(), clock.load().catch((e) => console.warn("clock", e))]);
     allNames = (summary.metric_names || []).slice();
     const fresh = await ensureCharts(allNames);
     // Alerts and every chart's series are fetched at once; charts draw as their data lands.
@@ -269,7 +227,7 @@
 
   // After a reconnect: fetch what was ingested while the stream was down, from the last step held.
   const catchUp = async () => {
-    await loadSummary();
+    await Promise.all([loadSummary(), clock.load().catch(() => {})]);
     const held = [...charts.values()].flatMap((c) => Object.values(c.lastStep));
     const since = held.length ? Math.min(...held) : null;
     const names = (summary.metric_names || []).length ? summary.metric_names : allNames;
@@ -294,7 +252,7 @@
     cancelBtn.textContent = "Cancelling…";
     try {
       const r = await api(`/api/runs/${runId}/cancel`, { method: "POST" });
-      if (r && r.status) { summary.status = r.status; renderHeader(); }
+      if (r && r.status) { summary.status = r.status; panel.set(summary); }
       cancelBtn.textContent = "Cancel";
     } catch (e) {
       cancelBtn.textContent = "Cancel";
@@ -302,7 +260,12 @@
     }
   });
   document.getElementById("relaunch-btn").addEventListener("click", () => relaunch(null));
-  setInterval(() => { if (summary && summary.status === "running") renderHeader(); }, 5000);
+  setInterval(() => {
+    if (!summary) return;
+    if (summary.status === "running") panel.set(summary);
+    // A queued job's standing moves as workers progress: ask the server again.
+    if (summary.status === "queued") loadSummary().catch(() => {});
+  }, 5000);
 
   window.ganscope.stream = new GS.LiveStream(`/api/runs/${runId}/stream`, {
     ready: () => {
@@ -312,15 +275,22 @@
     metrics: onMetrics,
     alert: (a) => { alerts.set(a.id, a); if (loaded) renderAlertsSoon(); },
     status: (s) => {
+      if (s.deleted) { location.href = "/?deleted=" + runId; return; }
+      const wasQueued = summary && summary.status === "queued";
       // A status event carries the step of its moment; points drawn since may be further on.
       const step = Math.max((summary && summary.step) || 0, s.step || 0);
       summary = Object.assign(summary || {}, s, { step, last: Object.assign((summary && summary.last) || {}, s.last || {}) });
-      renderHeader();
+      if (wasQueued || s.status === "queued") loadSummary().catch(() => {}); // standing comes with the detail
+      else panel.set(summary);
     },
     sample: (s) => samples.add(s),
     snapshot: (s) => toy.onSnapshot(s),
   });
 
   window.ganscope.charts = charts; // tests read chart data and shapes from here
+  window.ganscope.clock = clock;
+  // Per chart: the last step held and the last step drawn (tests and bench/live.py).
+  window.ganscope.chartState = () => Object.fromEntries([...charts].map(([k, c]) => [k,
+    { held: c.topStep(), drawn: c.drawnStep(), n: c.pointCount(), visible: c.visible, names: c.names, stale: c.stale, timer: !!c.hiddenTimer }]));
   window.ganscope.liveState = () => ({ flushing, pending: pending.length, backlog, step: summary && summary.step });
 })();

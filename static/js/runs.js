@@ -1,4 +1,5 @@
-// Runs list: GET /api/runs, then live through /api/stream (status, alert and throttled progress events).
+// Runs list: GET /api/runs (tag, config and archived filters are the server's), then live through
+// /api/stream (status, alert and throttled progress events).
 "use strict";
 (() => {
   const { el, api, fmt } = GS;
@@ -11,6 +12,7 @@
   const params = new URLSearchParams(location.search);
   const state = {
     text: params.get("q") || "", status: params.get("status") || "", health: params.get("health") || "",
+    tag: params.get("tag") || "", config: params.get("config") || "", archived: params.get("archived") === "1",
     sort: params.get("sort") || "id", asc: params.get("asc") === "1",
   };
   const HEALTH_RANK = { failing: 0, warning: 1, healthy: 2 };
@@ -20,18 +22,20 @@
     switch (state.sort) {
       case "loss_d": return r.last && typeof r.last["loss/d"] === "number" ? r.last["loss/d"] : Infinity;
       case "duration": return GS.durationMs(r) ?? -1;
-      case "health": return HEALTH_RANK[r.health] ?? 9;
+      case "health": return r.status === "queued" ? 8 : HEALTH_RANK[r.health] ?? 9;
       case "step": return r.total_steps ? r.step / r.total_steps : r.step || 0;
       case "started_at": return r.started_at || "";
       default: return r[state.sort] ?? "";
     }
   };
 
+  // Text, status and health filter what the server sent; tag, config and archived are asked of the server.
   const visible = () => {
     const q = state.text.toLowerCase();
     const out = [...runs.values()].filter((r) =>
-      (!state.status || r.status === state.status) && (!state.health || r.health === state.health) &&
-      (!q || [r.name, r.dataset, String(r.id), r.status].some((v) => String(v || "").toLowerCase().includes(q))));
+      (!state.status || r.status === state.status) && (!state.health || (r.status !== "queued" && r.health === state.health)) &&
+      (!state.tag || (r.tags || []).includes(state.tag)) && Boolean(r.archived) === state.archived &&
+      (!q || [r.name, r.dataset, String(r.id), r.status, ...(r.tags || [])].some((v) => String(v || "").toLowerCase().includes(q))));
     out.sort((a, b) => {
       const x = sortKey(a), y = sortKey(b);
       const c = typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y));
@@ -57,6 +61,9 @@
     return el("td", { class: "num progress-cell" }, bar, " ", String(r.step || 0), total ? " / " + total : "");
   };
 
+  // A loss with no value yet (a queued run) is a dash; a value that went non-finite is NaN.
+  const lossText = (last, name) => (name in last ? fmt(last[name]) : "—");
+
   const row = (r) => {
     const last = r.last || {};
     const box = el("input", { type: "checkbox", "aria-label": "select run " + r.id });
@@ -71,16 +78,18 @@
       el("td", {}, box),
       el("td", { class: "num" }, el("a", { href: "/runs/" + r.id, text: "#" + r.id })),
       el("td", { class: "name" }, el("a", { href: "/runs/" + r.id, class: "run-name", text: r.name || "(unnamed)" }),
-        r.kind === "sdk" ? el("span", { class: "chip", text: "sdk" }) : null),
+        r.kind === "sdk" ? el("span", { class: "chip", text: "sdk" }) : null,
+        (r.tags || []).map((t) => el("span", { class: "chip tag", text: t })),
+        r.note ? el("div", { class: "muted run-note-line", title: r.note, text: r.note.length > 80 ? r.note.slice(0, 80) + "…" : r.note }) : null),
       el("td", {}, GS.badge(r.status)),
-      el("td", {}, GS.badge(r.health || "healthy"),
+      el("td", { class: "health" }, GS.healthBadge(r), " ", GS.learningBadge(r),
         alerts ? el("span", { class: "muted", title: "open alerts", text: " ⚑" + alerts }) : null),
       el("td", { text: r.dataset || "" }),
-      el("td", {}, knobChips(r)),
+      el("td", { class: "knobs" }, knobChips(r)),
       progressCell(r),
-      el("td", { class: "num", text: fmt(last["loss/d"] ?? null) + " · " + fmt(last["loss/g"] ?? null) }),
+      el("td", { class: "num", text: lossText(last, "loss/d") + " · " + lossText(last, "loss/g") }),
       el("td", {}, spark ? GS.sparkline(SPARK_NAMES.map((n) => spark[n] || { steps: [], values: [] }), SPARK_COLORS) : ""),
-      el("td", { class: "num", text: GS.fmtTime(r.started_at) }),
+      el("td", { class: "num", title: r.started_at || "", text: r.started_at ? GS.fmtTime(r.started_at) : "not yet" }),
       el("td", { class: "num", text: GS.fmtDuration(GS.durationMs(r)) }),
     );
   };
@@ -95,7 +104,7 @@
       const list = visible();
       tbody.replaceChildren(...list.map(row));
       document.getElementById("count").textContent = list.length + " of " + runs.size + " runs";
-      document.getElementById("empty").hidden = runs.size > 0;
+      document.getElementById("empty").hidden = runs.size > 0 || Boolean(state.tag || state.config || state.archived);
       document.querySelectorAll("#runs th[data-sort]").forEach((th) => {
         th.classList.toggle("sorted", th.dataset.sort === state.sort);
         th.classList.toggle("asc", th.dataset.sort === state.sort && state.asc);
@@ -105,9 +114,8 @@
 
   const saveState = () => {
     const p = new URLSearchParams();
-    if (state.text) p.set("q", state.text);
-    if (state.status) p.set("status", state.status);
-    if (state.health) p.set("health", state.health);
+    for (const k of ["text", "status", "health", "tag", "config"]) if (state[k]) p.set(k === "text" ? "q" : k, state[k]);
+    if (state.archived) p.set("archived", "1");
     if (state.sort !== "id") p.set("sort", state.sort);
     if (state.asc) p.set("asc", "1");
     history.replaceState(null, "", location.pathname + (p.toString() ? "?" + p : ""));
@@ -121,9 +129,12 @@
     } catch (e) { /* a run without metrics yet: no sparkline */ }
   };
 
-  const upsert = (summary) => {
+  // fromQuery: the summary came from the filtered list itself (else from a live event).
+  const upsert = (summary, fromQuery = false) => {
     if (!summary || summary.id === undefined) return;
+    if (summary.deleted) { runs.delete(summary.id); render(); return; }
     const isNew = !runs.has(summary.id);
+    if (isNew && state.config && !fromQuery) { reloadSoon(); return; } // matching the config filter is the server's call
     runs.set(summary.id, Object.assign(runs.get(summary.id) || {}, summary));
     if (isNew) loadSpark(summary.id);
     render();
@@ -151,20 +162,55 @@
     try { upsert(await api("/api/runs/" + id)); } catch (e) { /* deleted or not visible */ }
   };
 
+  // The server query behind the table: tag, config and archived filters.
+  const query = () => {
+    const q = new URLSearchParams({ limit: "500", archived: state.archived ? "only" : "exclude" });
+    if (state.tag) q.set("tag", state.tag);
+    for (const part of state.config.split(",").map((x) => x.trim()).filter(Boolean)) q.append("config", part);
+    return q;
+  };
+  let loadSeq = 0; // filters changed quickly: only the answer to the latest query counts
   const loadAll = async () => {
-    const body = await api("/api/runs?limit=500");
-    for (const r of GS.runsFrom(body)) upsert(r);
+    const err = document.getElementById("filter-error");
+    const seq = ++loadSeq;
+    try {
+      const body = await api("/api/runs?" + query());
+      if (seq !== loadSeq) return;
+      err.textContent = "";
+      runs.clear();
+      for (const r of GS.runsFrom(body)) upsert(r, true);
+    } catch (e) {
+      err.textContent = e.message;
+    }
     render();
+  };
+  let reloadTimer = null;
+  const reloadSoon = () => { clearTimeout(reloadTimer); reloadTimer = setTimeout(loadAll, 400); };
+
+  const loadTags = async () => {
+    const body = await api("/api/tags").catch(() => ({ tags: [] }));
+    const sel = document.getElementById("filter-tag");
+    sel.replaceChildren(el("option", { value: "", text: "any tag" }),
+      ...((body && body.tags) || []).map((t) => el("option", { value: t.tag, text: t.tag + " (" + t.runs + ")" })));
+    if (state.tag && ![...sel.options].some((o) => o.value === state.tag)) sel.appendChild(el("option", { value: state.tag, text: state.tag }));
+    sel.value = state.tag;
   };
 
   // Controls.
   const text = document.getElementById("filter-text");
   const status = document.getElementById("filter-status");
   const health = document.getElementById("filter-health");
+  const tag = document.getElementById("filter-tag");
+  const config = document.getElementById("filter-config");
+  const archived = document.getElementById("filter-archived");
   text.value = state.text; status.value = state.status; health.value = state.health;
+  config.value = state.config; archived.checked = state.archived;
   text.addEventListener("input", () => { state.text = text.value; saveState(); render(); });
   status.addEventListener("change", () => { state.status = status.value; saveState(); render(); });
   health.addEventListener("change", () => { state.health = health.value; saveState(); render(); });
+  tag.addEventListener("change", () => { state.tag = tag.value; saveState(); loadAll(); });
+  config.addEventListener("change", () => { state.config = config.value.trim(); saveState(); loadAll(); });
+  archived.addEventListener("change", () => { state.archived = archived.checked; saveState(); loadAll(); });
   document.querySelectorAll("#runs th[data-sort]").forEach((th) => {
     if (!th.dataset.sort) return;
     th.addEventListener("click", () => {
@@ -181,7 +227,8 @@
 
   new GS.LiveStream("/api/stream", {
     // Subscribed first, then (re)load: nothing that changes in between is missed.
-    ready: () => loadAll().then(() => { window.ganscope.ready = true; }).catch((e) => console.error("runs", e)),
+    ready: () => Promise.all([loadAll(), loadTags()]).then(() => { window.ganscope.ready = true; })
+      .catch((e) => console.error("runs", e)),
     status: (s) => upsert(s.id !== undefined ? s : Object.assign({ id: s.run_id }, s)),
     alert: (a) => refreshOne(a.run_id),
     progress: onProgress,

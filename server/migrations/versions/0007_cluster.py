@@ -1,7 +1,7 @@
 """Past one GPU: workers' system samples, webhook deliveries, alerts by update time.
 
 Revision ID: 0007
-Revises: 0001
+Revises: 0003
 Create Date: 2025-02-01
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0001"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
