@@ -56,8 +56,6 @@ def test_database_made_before_migrations_is_adopted(db: Database) -> None:
     migrate(db, "0001")
     with db.engine.begin() as conn:
         conn.execute(text("DROP TABLE alembic_version"))
-    with db.engine.begin() as conn:
-        conn.execute(text("DROP TABLE alembic_version"))
         conn.execute(text("INSERT INTO runs (name, kind, config, status, health, priority, attempts, max_attempts,"
                           " created_at, step, total_steps) VALUES ('old', 'job', '{}', 'queued', 'healthy', 0, 0, 3,"
                           " '2024-01-01 00:00:00', 0, 10)"))
