@@ -15,7 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
-    UniqueConstraint,
+    UniqueConstraint, false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -50,6 +50,12 @@ class Run(Base):
     control: Mapped[str | None] = mapped_column(String(16), nullable=True)  # None|'cancel'|'stop': told at heartbeat
     stop_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # SDK runs (migration 0005): `config` holds only what the script declared (the detectors read it);
+    # the script's own options are kept here as given, never interpreted.
+    user_config: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    client_key: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the SDK's idempotent creation key
+    # True once the script sent a heartbeat: its silence then means it died (queue.recover_stalled).
+    sdk_heartbeats: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         # claim: WHERE status='queued' ORDER BY priority DESC, id  (the worker's atomic claim)
@@ -58,6 +64,8 @@ class Run(Base):
         Index("ix_runs_running_heartbeat", "status", "heartbeat_at"),
         # runs list: ORDER BY created_at DESC
         Index("ix_runs_created", "created_at"),
+        # SDK creation retried (offline spool replay): WHERE client_key=?; unique, NULLs allowed
+        Index("ix_runs_client_key", "client_key", unique=True),
     )
 
 
