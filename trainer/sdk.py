@@ -198,6 +198,21 @@ class Run:
             self.client.log_metrics(self.key, {name: ([self._step], [value])})
         return self
 
+    def log_gan(self, step: int | None = None, *, loss_d: Any = None, loss_g: Any = None, d_real: Any = None,
+                d_fake: Any = None, d_fake_g: Any = None, logits: bool = True, fake: Any = None, real: Any = None,
+                **metrics: Any) -> None:
+        """One call per iteration for a usual GAN loop: loss/d, loss/g, D's outputs (as `log_d_outputs`:
+        d_real, d_fake on D's step, d_fake_g on G's), sample/diversity when both `fake` and `real` batches are
+        given, and any other metric as name=value (`loss_d_real=...` is logged as loss/d_real). Then as `log`."""
+        if d_real is not None or d_fake is not None or d_fake_g is not None:
+            self.log_d_outputs(real=d_real, fake=d_fake, fake_g=d_fake_g, logits=logits)
+        if fake is not None and real is not None:
+            self.log_diversity(fake, real)
+        values = {"loss/d": loss_d, "loss/g": loss_g,
+                  **{k.replace("__", "/").replace("_", "/", 1) if k.startswith(("loss_", "lr_")) else k: v
+                     for k, v in metrics.items()}}
+        self.log({k: v for k, v in values.items() if v is not None}, step)
+
     def log_d_outputs(self, real: Any = None, fake: Any = None, fake_g: Any = None, *, logits: bool = True,
                       step: int | None = None) -> None:
         """D's raw outputs on a real batch, on the fake batch of D's step, and on G's step (`fake_g`).
@@ -212,6 +227,14 @@ class Run:
     def log_diversity(self, fake: Any, real: Any, step: int | None = None) -> None:
         """sample/diversity: the spread of G's batch over the real batch's (~1 healthy, → 0 as samples collapse)."""
         self._device_log().diversity(fake, real, step)
+
+    def log_modes(self, fake: Any, centers: Any = None, sigma: float | None = None, step: int | None = None) -> None:
+        """toy/modes (mixture modes G's good samples cover) and toy/quality (fraction of samples within 3 sigma
+        of a mode), for a Gaussian-mixture toy set: its `centers` (K, dim) and `sigma`, or, without them, the
+        declared dataset's (ring8, grid25, bimodal1d...). One host read: call it every few dozen steps."""
+        from ganscope.trainer.watch import mixture
+
+        self._device_log().modes(fake, mixture(centers, sigma, self.declared.get("dataset")), step)
 
     def log_images(self, step: int, images: Any, *, value_range: tuple[float, float] = (-1.0, 1.0),
                    nrow: int | None = None, kind: str = "grid") -> None:
@@ -259,8 +282,10 @@ class Run:
             self._heartbeat.stop()
             sdk_exit.unregister(self)
         self.client.finish(self.key, {"status": status, "step": max(self._step - 1, 0), "error": error})
-        # Offline: no use waiting the full drain time for a server that is not there.
-        drained = self.client.close(self.drain_timeout if not self.client.down else min(self.drain_timeout, 5.0))
+        # Offline from the start: no use waiting the full drain time for a server that was never there. A
+        # server that went away mid-run is more likely restarting: give it the full time.
+        offline = self.id is None and self.client.down is not None
+        drained = self.client.close(min(self.drain_timeout, 5.0) if offline else self.drain_timeout)
         folder = self.client.spool.root
         if drained:
             _remove_quietly(folder)

@@ -24,6 +24,7 @@ import math
 import time
 import weakref
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -31,9 +32,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from ganscope.trainer.probes import LayerProbe, MetricBuffer, diversity, is_weight_layer, module_layers
-from ganscope.trainer.samples import generate as _generate
-from ganscope.trainer.samples import images_png as _grid_png
-from ganscope.trainer.samples import points_png
+from ganscope.trainer.toy import Mixture, mixture_for, mode_stats
 
 _EPS = 1e-7  # probabilities are clamped to [eps, 1 - eps] before their logit
 
@@ -46,6 +45,7 @@ class DeviceLog:
         self.flush_every = max(1, flush_every)
         self.flush_seconds = flush_seconds
         self._pending: dict[str, torch.Tensor] = {}  # group -> its latest row, waiting for a step
+        self._pending_host: dict[str, float] = {}  # name -> host value, waiting for a step
         self._rows = 0
         self._since = time.monotonic()
 
@@ -62,11 +62,23 @@ class DeviceLog:
             self.buffer.record(group, int(step), row)
             self._rows += 1
 
+    def put_host(self, values: Mapping[str, float], step: int | None) -> None:
+        """Values already on the host (counted, not measured per step): at `step`, or with the next commit."""
+        for name, value in values.items():
+            if step is None:
+                self._pending_host[name] = float(value)
+            else:
+                self.buffer.record_host(name, int(step), float(value))
+                self._rows += 1
+
     def commit(self, step: int) -> None:
         for group, row in self._pending.items():
             self.buffer.record(group, step, row)
             self._rows += 1
-        self._pending = {}
+        for name, value in self._pending_host.items():
+            self.buffer.record_host(name, step, value)
+            self._rows += 1
+        self._pending, self._pending_host = {}, {}
 
     def log(self, step: int, tensors: Mapping[str, torch.Tensor]) -> None:
         """`run.log`'s tensor values at `step`, with everything pending."""
@@ -116,6 +128,26 @@ class DeviceLog:
         if fake.shape[0] < 2 or real.shape[0] < 2:
             raise ValueError("log_diversity needs at least two samples of each (a spread of one is zero)")
         self.put("diversity", ["sample/diversity"], diversity(fake, real).reshape(1), step)
+
+
+    def modes(self, fake: torch.Tensor, mixture: Mixture, step: int | None) -> None:
+        """toy/modes and toy/quality of G's samples against a Gaussian mixture (trainer/toy.py's measure)."""
+        covered, quality = mode_stats(fake, mixture)  # one host read: call it every few dozen steps
+        self.put_host({"toy/modes": covered, "toy/quality": quality}, step)
+
+
+def mixture(centers: Any = None, sigma: float | None = None, dataset: str | None = None) -> Mixture:
+    """The mixture a script samples: its own centers and sigma, or a ganscope toy set's by name."""
+    if centers is not None:
+        if sigma is None or sigma <= 0:
+            raise ValueError("log_modes: give sigma (> 0) with centers")
+        c = torch.as_tensor(centers, dtype=torch.float32).detach().cpu()
+        return Mixture(centers=c.reshape(-1, 1) if c.dim() == 1 else c, sigma=float(sigma))
+    found = mixture_for(SimpleNamespace(dataset=dataset)) if dataset else None  # type: ignore[arg-type]
+    if found is None:
+        raise ValueError("log_modes needs centers= and sigma=, or a declared dataset that is one of ganscope's "
+                         "toy mixtures (ring8, grid25, gauss1d, bimodal1d, trimodal1d)")
+    return found
 
 
 class Watch:
@@ -194,6 +226,8 @@ class _Probe:
 
 def images_png(images: Any, value_range: tuple[float, float] = (-1.0, 1.0), nrow: int | None = None) -> bytes:
     """A PNG of a batch: (N, C, H, W) or (C, H, W) images in value_range as a grid; (N, 2) / (N,) points as a plot."""
+    from ganscope.trainer.samples import images_png as grid_png, points_png  # torchvision: only when drawing
+
     x = torch.as_tensor(images).detach().float()
     if x.dim() <= 2:
         return points_png(x if x.dim() == 2 else x.reshape(-1, 1))
@@ -202,9 +236,11 @@ def images_png(images: Any, value_range: tuple[float, float] = (-1.0, 1.0), nrow
     lo, hi = value_range
     if (lo, hi) != (-1.0, 1.0):
         x = (x - lo) / max(hi - lo, 1e-12) * 2 - 1  # the grid maker reads [-1, 1]
-    return _grid_png(x, nrow or max(1, math.ceil(math.sqrt(x.shape[0]))))
+    return grid_png(x, nrow or max(1, math.ceil(math.sqrt(x.shape[0]))))
 
 
 def generate(generator: nn.Module, z: torch.Tensor) -> torch.Tensor:
     """G(z) without gradients and without moving its batch-norm statistics (the sample changes nothing)."""
-    return _generate(generator, z)
+    from ganscope.trainer.samples import generate as draw
+
+    return draw(generator, z)
