@@ -29,6 +29,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,6 +39,7 @@ from typing import Any
 import httpx
 
 from ganscope.trainer import sdk_exit
+from ganscope.trainer.sdk_exit import RunStopped
 from ganscope.trainer.client import Client, ServerUnavailable
 from ganscope.trainer.config import validate_declared
 
@@ -45,19 +47,6 @@ log = logging.getLogger("ganscope.sdk")
 
 __all__ = ["Run", "RunStopped", "init", "replay", "ServerUnavailable"]
 DEFAULT_SERVER = "http://127.0.0.1:8000"
-
-
-class RunStopped(Exception):
-    """The server asked this run to stop (a failing signature under on_failure: stop, or a user's cancel).
-
-    Raised by `run.log` when the run was made with `raise_on_stop=True`; leaving a `with` block with it
-    finishes the run as stopped (or cancelled) and carries on after the block.
-    """
-
-    def __init__(self, action: str, reason: str | None) -> None:
-        super().__init__(reason or f"the server asked the run to {action}")
-        self.action = action
-        self.reason = reason
 
 
 class Run:
@@ -97,7 +86,7 @@ class Run:
                              batch_points=batch_points, flush_seconds=flush_seconds)
         seq = self.client.create_run(self.key, {"name": name, "config": self.user_config,
                                                 "declared": self.declared})
-        if self.client.wait_delivered(seq, connect_for) and not self._created.is_set():
+        if self._wait_created(seq, connect_for) and not self._created.is_set():
             why = _rejection(self.client, seq)
             self.client.close(0)
             _remove_quietly(folder, keep_rejected=False)
@@ -111,6 +100,17 @@ class Run:
         self._heartbeat = _Heartbeat(self, heartbeat_seconds, token)
         self._heartbeat.start()
         sdk_exit.register(self)
+
+    def _wait_created(self, seq: int, timeout: float) -> bool:
+        """Wait for the creation to be delivered (True: accepted or refused); give up at once when the server
+        is known down (connection refused, a wrong token): training must not wait for it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.client.wait_delivered(seq, 0.05):
+                return True
+            if self.client.down is not None:
+                return False
+        return False
 
     # --- what the server says ---------------------------------------------------
     def _on_created(self, key: str, run_id: int, answer: dict[str, Any]) -> None:

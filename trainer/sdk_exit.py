@@ -39,6 +39,20 @@ _saved: dict[int, Any] = {}  # signal -> the handler it had before ours
 _state: dict[str, Any] = {"atexit": False, "excepthook": None, "uncaught": None, "signal": None}
 
 
+class RunStopped(Exception):
+    """The server asked this run to stop (a failing signature under on_failure: stop, or a user's cancel).
+
+    Raised by `run.log` when the run was made with `raise_on_stop=True`; leaving a `with` block with it
+    finishes the run as stopped (or cancelled) and carries on after the block; uncaught, it ends the script
+    and the run is finished as stopped all the same.
+    """
+
+    def __init__(self, action: str, reason: str | None) -> None:
+        super().__init__(reason or f"the server asked the run to {action}")
+        self.action = action
+        self.reason = reason
+
+
 class Terminated(SystemExit):
     """Raised in the main thread by SIGTERM/SIGHUP while a run is open; exits with 128 + the signal."""
 
@@ -79,8 +93,8 @@ def unregister(run: _Finishable) -> None:
 
 def ending(exc: BaseException | None) -> tuple[str | None, str | None]:
     """(status, error) for a run whose block or script ends with `exc` (None: the run's own default)."""
-    if exc is None:
-        return None, None
+    if exc is None or isinstance(exc, RunStopped):
+        return None, None  # the run's default: stopped / cancelled with the server's reason
     if isinstance(exc, Terminated):
         return "failed", exc.reason
     if isinstance(exc, KeyboardInterrupt):
