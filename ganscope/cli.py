@@ -274,5 +274,10 @@ def latent(
     typer.echo(f"run {run_id}, checkpoint at step {step}: wrote {', '.join(figures)} to {out_dir}")
 
 
+from ganscope.tbimport import app as _import_app  # noqa: E402 - `ganscope import tensorboard LOGDIR`
+
+app.add_typer(_import_app, name="import")
+
+
 def main(argv: list[str] | None = None) -> None:
     app(args=argv, prog_name="ganscope")

@@ -56,12 +56,14 @@ class Run:
                  declared: Mapping[str, Any] | None = None, token: str | None = None,
                  spool_dir: str | Path | None = None, batch_points: int = 5000, flush_seconds: float = 1.0,
                  drain_timeout: float = 60.0, connect_for: float = 2.0, heartbeat_seconds: float = 10.0,
-                 raise_on_stop: bool = False, flush_every: int = 50, quiet: bool = False) -> None:
+                 raise_on_stop: bool = False, flush_every: int = 50, quiet: bool = False,
+                 key: str | None = None) -> None:
         server = server or os.environ.get("GANSCOPE_SERVER") or DEFAULT_SERVER
         token = token if token is not None else (os.environ.get("GANSCOPE_TOKEN") or None)
         self.declared: dict[str, Any] = _declared(declared)  # a bad field raises here, before any training
         self.user_config: dict[str, Any] = user_config(config)
-        self.key = uuid.uuid4().hex  # names the run until the server gives it an id: creation is idempotent
+        # Names the run until the server gives it an id; creating twice with one key makes one run.
+        self.key = key or uuid.uuid4().hex
         self.drain_timeout = drain_timeout
         self.raise_on_stop = raise_on_stop
         self.flush_every = flush_every
