@@ -100,6 +100,7 @@ def test_layers_in_registration_order_and_the_declared_part(server: ServerProc, 
         assert {f"{kind}/g/zeta", f"{kind}/g/norm", f"{kind}/g/alpha", f"{kind}/d/0", f"{kind}/d/2"} <= names
     assert run["last"]["model/params_g"] == sum(p.numel() for p in g.parameters())
     assert run["last"]["params/g/zeta"] == 32 and run["last"]["params/d/2"] == 8
+    assert run["last"]["lr/g"] == run["last"]["lr/d"] == 0.1  # the optimizer's learning rate at the step
 
 
 def _manual(net: nn.Module, before: dict[str, list[torch.Tensor]]) -> dict[str, float]:

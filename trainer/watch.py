@@ -211,6 +211,9 @@ class Watch:
             if pr.armed:
                 pr.armed = False
                 self.log.put(pr.group, pr.names, pr.probe.after_step(), None)
+                lr = opt.param_groups[0].get("lr")
+                if isinstance(lr, (int, float)):  # a tensor lr (capturable optimizers) would cost a host read
+                    self.log.put_host({f"lr/{pr.probe.net_key}": lr}, None)
 
 
 class _Probe:
