@@ -138,3 +138,48 @@ def test_sdk_heartbeat_answers_with_what_the_script_should_do(c: httpx.Client) -
     job = c.post("/api/jobs", json={"name": "a job", "steps": 10}).json()["id"]
     assert c.post(f"/api/runs/{job}/heartbeat", json={}).status_code == 409
     assert c.post(f"/api/runs/{rid}/heartbeat", json={"step": -1}).status_code == 422
+
+
+def test_the_sdk_sends_whatever_options_object_a_script_has() -> None:
+    import argparse
+    import dataclasses
+    import enum
+    from pathlib import Path
+
+    from ganscope.trainer.sdk import _declared, user_config
+
+    class Mode(enum.Enum):
+        FAST = "fast"
+
+    @dataclasses.dataclass
+    class Opts:
+        lr: float = 2e-4
+        out: Path = Path("/runs/x")
+
+    ns = argparse.Namespace(lr=1e-3, out=Path("/tmp/o"), clip=float("nan"), mode=Mode.FAST, sizes=(28, 28),
+                            fn=print, nested={"a": {1: "one"}})
+    assert user_config(ns) == {"lr": 1e-3, "out": "/tmp/o", "clip": "nan", "mode": "fast", "sizes": [28, 28],
+                               "fn": "<built-in function print>", "nested": {"a": {"1": "one"}}}
+    assert user_config(Opts()) == {"lr": 2e-4, "out": "/runs/x"}
+    assert user_config(None) == {}
+    with pytest.raises(ValueError, match="declared: los: .*docs/sdk.md"):
+        _declared({"los": "minimax"})
+
+
+@pytest.mark.browser
+def test_run_page_shows_the_scripts_own_config(server: ServerProc) -> None:
+    pytest.importorskip("playwright")
+    from tests.browser import chromium_path, launch_browser, watched_page
+
+    if chromium_path() is None:
+        pytest.skip("no chromium")
+    c = server.client()
+    rid = c.post("/api/runs", json={"name": "page", "config": {"imageSize": 28, "dataroot": "<b>/data</b>"},
+                                    "declared": {"loss": "hinge"}}).json()["id"]
+    with launch_browser() as browser, watched_page(browser, server.url) as (page, log):
+        page.goto(f"{server.url}/runs/{rid}")
+        page.wait_for_selector("#config tr")
+        rows = page.locator("#config tr").all_inner_texts()
+        assert [r.split("\t") for r in rows] == [["imageSize", "28"], ["dataroot", "<b>/data</b>"],
+                                                  ["declared: loss", "hinge"]], rows
+        assert log.problems() == []

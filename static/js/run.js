@@ -77,6 +77,7 @@
   };
 
   const renderConfig = () => {
+    if (summary && summary.kind === "sdk") return renderSdkConfig();
     const cfg = (summary && summary.config) || {};
     const order = knobOrder;
     const keys = Object.keys(cfg).sort((a, b) => (order.indexOf(a) + 1 || 999) - (order.indexOf(b) + 1 || 999));
@@ -85,6 +86,14 @@
       return el("tr", { class: changed ? "changed" : "", title: changed ? "default: " + GS.fmtValue(defaults[k]) : "" },
         el("td", { text: k }), el("td", { class: "mono", text: GS.fmtValue(cfg[k]) }));
     }));
+  };
+
+  // An SDK run: the script's own options as it gave them, then what it declared for the detectors.
+  const renderSdkConfig = () => {
+    const row = (k, v, cls) => el("tr", { class: cls }, el("td", { text: k }), el("td", { class: "mono", text: GS.fmtValue(v) }));
+    const own = Object.entries(summary.user_config || {}).map(([k, v]) => row(k, v, ""));
+    const declared = Object.entries(summary.config || {}).map(([k, v]) => row("declared: " + k, v, "changed"));
+    document.getElementById("config").replaceChildren(...own, ...declared);
   };
 
   // --- alerts --------------------------------------------------------------------------------------------
