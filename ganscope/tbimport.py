@@ -183,10 +183,10 @@ def tensorboard_command(
             typer.echo(f"error: --declare {item!r}: expected key=value", err=True)
             raise typer.Exit(2)
         declared[k.strip()] = yaml.safe_load(v)
-    from ganscope.trainer.sdk import _declared
+    from ganscope.trainer.sdk import check_declared
 
     try:
-        _declared(declared)
+        check_declared(declared)
     except ValueError as exc:
         typer.echo(f"error: --declare: {exc}", err=True)
         raise typer.Exit(2) from None

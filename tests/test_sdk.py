@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO, ServerProc, base_env, free_port, start_server, wait_for
+from tests.harness import ServerProc, base_env, free_port, start_server, wait_for
 
 # The user's script: plain Python, no torch. NaN at every 37th step; a PNG every 100 steps.
 SCRIPT = textwrap.dedent('''
@@ -261,9 +261,11 @@ def _had_heartbeat(tmp_path: Path, p: subprocess.Popen) -> bool:
     return p.poll() is None
 
 
-def test_a_paused_script_comes_back(home: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_a_paused_script_comes_back(home: Path, tmp_path: Path, db: str, request: pytest.FixtureRequest) -> None:
     # A suspended script (a laptop asleep, SIGSTOP) looks dead to the server; its next heartbeat revives the run.
-    server = start_server(home, GANSCOPE_SDK_HEARTBEAT_SECONDS="2")
+    url = request.getfixturevalue("pg_url") if db == "postgres" else None
+    server = start_server(home, database_url=url, GANSCOPE_SDK_HEARTBEAT_SECONDS="2")
     try:
         p = _loop(tmp_path, server.url, 0, "forever", HB="0.3")
         line, _ = _wait_line(p, "RUN ")
@@ -271,7 +273,9 @@ def test_a_paused_script_comes_back(home: Path, tmp_path: Path) -> None:
         c = server.client()
         time.sleep(1.0)
         p.send_signal(signal.SIGSTOP)
-        wait_for(lambda: c.get(f"/api/runs/{run_id}").json()["status"] == "failed", timeout=30, what="failed")
+        failed = wait_for(lambda: (r := c.get(f"/api/runs/{run_id}").json())["status"] == "failed" and r, timeout=30,
+                          what="failed")
+        assert failed["error"] == "the script stopped sending heartbeats (killed?)"
         p.send_signal(signal.SIGCONT)
         run = wait_for(lambda: (r := c.get(f"/api/runs/{run_id}").json())["status"] == "running" and r, timeout=30,
                        what="running again")

@@ -146,7 +146,7 @@ def test_the_sdk_sends_whatever_options_object_a_script_has() -> None:
     import enum
     from pathlib import Path
 
-    from ganscope.trainer.sdk import _declared, user_config
+    from ganscope.trainer.sdk import check_declared, user_config
 
     class Mode(enum.Enum):
         FAST = "fast"
@@ -163,7 +163,7 @@ def test_the_sdk_sends_whatever_options_object_a_script_has() -> None:
     assert user_config(Opts()) == {"lr": 2e-4, "out": "/runs/x"}
     assert user_config(None) == {}
     with pytest.raises(ValueError, match="declared: los: .*docs/sdk.md"):
-        _declared({"los": "minimax"})
+        check_declared({"los": "minimax"})
 
 
 @pytest.mark.browser

@@ -3,7 +3,6 @@ no host read per step."""
 
 from __future__ import annotations
 
-import copy
 import sys
 from collections.abc import Iterator
 from pathlib import Path

@@ -20,10 +20,7 @@ per step). Nothing here imports torch: `watch` and the tensor helpers load it fr
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import logging
-import math
 import os
 import shutil
 import sys
@@ -36,12 +33,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import httpx
-
 from ganscope.trainer import sdk_exit
-from ganscope.trainer.sdk_exit import RunStopped
 from ganscope.trainer.client import Client, ServerUnavailable
 from ganscope.trainer.config import validate_declared
+from ganscope.trainer.sdk_exit import RunStopped
+from ganscope.trainer.sdk_options import check_declared, user_config
 
 log = logging.getLogger("ganscope.sdk")
 
@@ -60,7 +56,7 @@ class Run:
                  key: str | None = None) -> None:
         server = server or os.environ.get("GANSCOPE_SERVER") or DEFAULT_SERVER
         token = token if token is not None else (os.environ.get("GANSCOPE_TOKEN") or None)
-        self.declared: dict[str, Any] = _declared(declared)  # a bad field raises here, before any training
+        self.declared: dict[str, Any] = check_declared(declared)  # a bad field raises here, before any training
         self.user_config: dict[str, Any] = user_config(config)
         # Names the run until the server gives it an id; creating twice with one key makes one run.
         self.key = key or uuid.uuid4().hex
@@ -99,7 +95,7 @@ class Run:
             why = f" ({self.client.down})" if self.client.down else ""
             self._say(f"server {self.client.base} is not answering{why}: logging offline to {folder}; the run "
                       "is created and its points sent when the server answers (training goes on)", warning=True)
-        self._heartbeat = _Heartbeat(self, heartbeat_seconds, token)
+        self._heartbeat = sdk_exit.Heartbeat(self, heartbeat_seconds, token)
         self._heartbeat.start()
         sdk_exit.register(self)
 
@@ -323,46 +319,6 @@ class Run:
                 self.client.log_metrics(self.key, series)
 
 
-class _Heartbeat:
-    """Tells the server every few seconds that the script is alive, and hears stop/cancel between flushes."""
-
-    def __init__(self, run: Run, every: float, token: str | None) -> None:
-        self.run = run
-        self.every = every
-        self._stop = threading.Event()
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=run.client.base, headers=headers, timeout=httpx.Timeout(5.0))
-        self._thread = threading.Thread(target=self._loop, name="ganscope-heartbeat", daemon=True)
-
-    def start(self) -> None:
-        if self.every > 0:
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=6.0)
-        self._http.close()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every if self.run.id is not None else 0.5):
-            if self.run.id is None:
-                continue  # offline: nothing to beat for until the run exists
-            try:
-                r = self._http.post(f"/api/runs/{self.run.id}/heartbeat", json={"step": max(self.run.step - 1, 0)})
-            except httpx.HTTPError:
-                continue  # the spool notices an outage and retries on its own
-            if r.status_code != 200:
-                continue
-            answer = r.json()
-            action = answer.get("action")
-            if action == "release":
-                log.warning("run %s: %s; heartbeats stop", self.run.id, answer.get("reason"))
-                return
-            if action in ("stop", "cancel"):
-                self.run._on_action(self.run.id, action, answer.get("reason"))
-
-
 def init(server: str | None = None, **kw: Any) -> Run:
     """Start a run (see `Run`); `server` defaults to $GANSCOPE_SERVER, then http://127.0.0.1:8000."""
     return Run(server, **kw)
@@ -390,53 +346,6 @@ def _number(v: Any) -> float | None:
     if hasattr(v, "item"):  # numpy scalars, without importing numpy
         v = v.item()
     return float(v)
-
-
-def _declared(declared: Mapping[str, Any] | None) -> dict[str, Any]:
-    try:
-        return validate_declared(dict(declared or {}))
-    except ValueError as exc:
-        errs = getattr(exc, "errors", None)
-        lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errs()] if callable(errs) else [str(exc)]
-        raise ValueError("declared: " + "; ".join(lines) + " (see docs/sdk.md for what a run may declare; "
-                         "the script's own options go in config)") from None
-
-
-def user_config(config: Any, depth: int = 0) -> dict[str, Any]:
-    """The script's options as JSON: a dict, argparse Namespace, dataclass, pydantic model or OmegaConf config."""
-    if config is None:
-        return {}
-    return _jsonable(_as_mapping(config), depth)  # type: ignore[return-value]
-
-
-def _as_mapping(obj: Any) -> Any:
-    if type(obj).__name__ in ("DictConfig", "ListConfig"):  # OmegaConf, without importing it
-        return sys.modules["omegaconf"].OmegaConf.to_container(obj, resolve=True)
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump()
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    if not isinstance(obj, Mapping) and hasattr(obj, "__dict__") and not isinstance(obj, type):
-        return vars(obj)  # argparse.Namespace and plain objects
-    return obj
-
-
-def _jsonable(v: Any, depth: int) -> Any:
-    if v is None or isinstance(v, (bool, int, str)):
-        return v
-    if isinstance(v, float):
-        return v if math.isfinite(v) else str(v)
-    if isinstance(v, enum.Enum):
-        return _jsonable(v.value, depth)
-    if depth >= 16:
-        return str(v)[:1000]
-    if isinstance(v, Mapping):
-        return {str(k): _jsonable(x, depth + 1) for k, x in v.items()}
-    if isinstance(v, (list, tuple, set, frozenset)):
-        return [_jsonable(x, depth + 1) for x in v]
-    if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:  # numpy / torch scalars
-        return _jsonable(v.item(), depth)
-    return str(v)[:1000]  # paths, devices, dtypes, functions: readable, never refused
 
 
 def _rejection(client: Client, seq: int) -> str:

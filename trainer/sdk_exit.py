@@ -1,4 +1,7 @@
-"""How an SDK run ends when its script ends in a way the script did not write down.
+"""How an SDK run stays alive and ends when its script ends in a way the script did not write down.
+
+* While the script runs, a heartbeat thread tells the server it is alive (and hears stop/cancel between
+  flushes); the server fails a run whose heartbeats stop (GANSCOPE_SDK_HEARTBEAT_SECONDS).
 
 * The script returns: `atexit` finishes every run left open as succeeded (or as what the server asked:
   stopped, cancelled).
@@ -18,12 +21,17 @@ could find its locks held by the very frame it interrupted.
 from __future__ import annotations
 
 import atexit
+import logging
 import signal
 import sys
 import threading
 import traceback
 from types import FrameType, TracebackType
 from typing import Any, Protocol
+
+import httpx
+
+log = logging.getLogger("ganscope.sdk")
 
 
 class _Finishable(Protocol):
@@ -135,3 +143,43 @@ def _at_exit() -> None:
                 run.finish(status, error)
             except Exception as e:  # noqa: BLE001 - the interpreter is exiting: report, never raise
                 print(f"ganscope: could not finish the run at exit: {e}", file=sys.stderr)
+
+
+class Heartbeat:
+    """Tells the server every few seconds that the script is alive, and hears stop/cancel between flushes."""
+
+    def __init__(self, run: Any, every: float, token: str | None) -> None:
+        self.run = run
+        self.every = every
+        self._stop = threading.Event()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=run.client.base, headers=headers, timeout=httpx.Timeout(5.0))
+        self._thread = threading.Thread(target=self._loop, name="ganscope-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        if self.every > 0:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=6.0)
+        self._http.close()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every if self.run.id is not None else 0.5):
+            if self.run.id is None:
+                continue  # offline: nothing to beat for until the run exists
+            try:
+                r = self._http.post(f"/api/runs/{self.run.id}/heartbeat", json={"step": max(self.run.step - 1, 0)})
+            except httpx.HTTPError:
+                continue  # the spool notices an outage and retries on its own
+            if r.status_code != 200:
+                continue
+            answer = r.json()
+            action = answer.get("action")
+            if action == "release":
+                log.warning("run %s: %s; heartbeats stop", self.run.id, answer.get("reason"))
+                return
+            if action in ("stop", "cancel"):
+                self.run._on_action(self.run.id, action, answer.get("reason"))
