@@ -23,7 +23,7 @@ if not (_here / "server").is_dir() and (_here.parent / "server" / "__init__.py")
     __path__.append(str(_here.parent))  # type: ignore[name-defined]  # noqa: F821 - a package's __path__
 
 # The SDK, loaded on first use (it needs httpx, not torch).
-_SDK_NAMES = ("init", "Run", "replay", "ServerUnavailable")
+_SDK_NAMES = ("init", "Run", "RunStopped", "replay", "ServerUnavailable")
 
 
 def __getattr__(name: str) -> Any:

@@ -324,5 +324,10 @@ def _no_checkpoint(api: Api, run_id: int) -> str:
             f"workers write one {when}): try again later")
 
 
+from ganscope.tbimport import app as _import_app  # noqa: E402 - `ganscope import tensorboard LOGDIR`
+
+app.add_typer(_import_app, name="import")
+
+
 def main(argv: list[str] | None = None) -> None:
     app(args=argv, prog_name="ganscope")

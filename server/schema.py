@@ -52,6 +52,12 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     note: Mapped[str] = mapped_column(Text, default="", server_default="")  # the user's free-text annotation
     archived: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())  # hidden from the list
+    # SDK runs (migration 0005): `config` holds only what the script declared (the detectors read it);
+    # the script's own options are kept here as given, never interpreted.
+    user_config: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    client_key: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the SDK's idempotent creation key
+    # True once the script sent a heartbeat: its silence then means it died (queue.recover_stalled).
+    sdk_heartbeats: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
 
     __table_args__ = (
         # claim: WHERE status='queued' ORDER BY priority DESC, id  (the worker's atomic claim)
@@ -62,6 +68,8 @@ class Run(Base):
         Index("ix_runs_created", "created_at"),
         # runs list without archived runs (the default): WHERE archived = false ORDER BY created_at DESC
         Index("ix_runs_archived_created", "archived", "created_at"),
+        # SDK creation retried (offline spool replay): WHERE client_key=?; unique, NULLs allowed
+        Index("ix_runs_client_key", "client_key", unique=True),
     )
 
 

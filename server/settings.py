@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     stall_seconds: float = Field(60.0, description="A running job whose worker is silent this long is requeued.")
     sdk_stall_seconds: float = Field(
         3600.0, description="An SDK run with no data nor heartbeat this long is marked failed.")
+    sdk_heartbeat_seconds: float = Field(
+        30.0, description="An SDK run whose script sends heartbeats (every 10 s) and then goes silent this "
+                          "long is marked failed: the script was killed.")
     detectors: str = Field("on", description="'off' skips failure detectors on ingest (benchmarks, debugging).")
     log_level: str = Field("info", description="Server log level.")
 

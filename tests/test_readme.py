@@ -38,7 +38,11 @@ def readme_command(which: str) -> str:
 
 
 def test_settings_table_documents_every_setting() -> None:
-    rows = [line for line in _section("Settings").splitlines() if line.startswith("| `GANSCOPE_")]
+    server_part, _, client_part = _section("Settings").partition("### Client side")
+    rows = [line for line in server_part.splitlines() if line.startswith("| `GANSCOPE_")]
+    # The client side's own table: every variable the CLI, workers and the SDK read.
+    client = {re.match(r"\| `(GANSCOPE_\w+)`", r).group(1) for r in client_part.splitlines() if r.startswith("| `GANSCOPE_")}
+    assert {"GANSCOPE_SERVER", "GANSCOPE_TOKEN", "GANSCOPE_SPOOL"} <= client
     documented = {re.match(r"\| `(GANSCOPE_\w+)`", row).group(1) for row in rows}
     expected = {f"GANSCOPE_{name.upper()}" for name in Settings.model_fields}
     assert expected - documented == set(), f"settings missing from the README table: {expected - documented}"

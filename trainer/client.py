@@ -17,7 +17,15 @@ Outcomes by answer:
 * other 5xx -> retried a few times (later entries go ahead), then moved to `rejected/`.
 * other 4xx -> a bad request that retrying cannot fix: moved to `rejected/` at once.
 Rejected files stay on disk with their reason (replayable with `Spool.requeue_rejected`) and are
-logged loudly: nothing is dropped silently. A run's `finish` and `checkpoint` entries wait while an
+logged loudly: nothing is dropped silently.
+
+Runs created offline (the SDK started while the server was down): the run's creation is itself a spool
+entry (`create_run`, kind "create", carrying a client-made key that makes creation idempotent), and the
+entries logged before the server answered name the run by that key (header `run_key`, path with a
+`{run}` placeholder). The sender learns the run's id when the creation is accepted, keeps the mapping in
+the spool folder (`run-keys.json`, so a later replay still knows it), and fills the id in at send time;
+an entry whose run is not created yet waits. If the server refuses the creation, the run's entries are
+moved to `rejected/` with that reason. A run's `finish` and `checkpoint` entries wait while an
 earlier entry of that run is pending: the server sees a final status, or a resume point, only after
 the points it covers. An entry that has failed `entry_attempts` times no longer holds them back
 (it keeps retrying on its own).
@@ -49,6 +57,8 @@ _BUSY_CODES = {408, 429, 503}
 _BARRIERS = ("checkpoint", "finish")  # sent only after the earlier entries of their run (see _pass)
 _STREAM_ABOVE = 8 << 20  # bodies larger than this are streamed from the spool file, not read into memory
 ActionCallback = Callable[[int, str, "str | None"], None]
+CreatedCallback = Callable[[str, int, "dict[str, Any]"], None]  # (run key, run id, the server's answer)
+RunRef = "int | str"  # a run id, or the key of a run created through the spool (create_run)
 
 
 class ServerUnavailable(RuntimeError):
@@ -85,11 +95,15 @@ class Client:
 
     def __init__(self, server: str, spool_dir: Path, *, token: str | None = None,
                  on_action: ActionCallback | None = None, max_backoff: float = 2.0, entry_attempts: int = 5,
-                 batch_points: int = 20_000, flush_seconds: float = 1.0, timeout: float = 30.0) -> None:
+                 batch_points: int = 20_000, flush_seconds: float = 1.0, timeout: float = 30.0,
+                 on_created: CreatedCallback | None = None) -> None:
         self.base = server.rstrip("/")
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.spool = Spool(spool_dir)
         self.on_action = on_action
+        self.on_created = on_created
+        self.run_ids: dict[str, int] = self.spool.load_run_keys()  # run key -> id, for runs made by create_run
+        self._dead_keys: dict[str, str] = {}  # run key -> why the server refused to create it
         self.max_backoff = max_backoff
         self.entry_attempts = entry_attempts
         self.batch_points = batch_points  # memory bound of the metric buffer
@@ -98,7 +112,7 @@ class Client:
         # Separate connection pools: a long checkpoint upload never delays a heartbeat or a claim.
         self._direct = httpx.Client(base_url=self.base, headers=self.headers, timeout=timeouts)
         self._sender_http = httpx.Client(base_url=self.base, headers=self.headers, timeout=timeouts)
-        self._buf: dict[int, dict[str, tuple[list[int], list[Any]]]] = {}
+        self._buf: dict[int | str, dict[str, tuple[list[int], list[Any]]]] = {}
         self._buf_points = 0
         self._buf_since = 0.0
         self._buf_lock = threading.Lock()
@@ -160,7 +174,7 @@ class Client:
             delay = min(delay * 2, self.max_backoff)
 
     # --- spooled ingest -------------------------------------------------------
-    def log_metrics(self, run_id: int, series: dict[str, tuple[list[int], list[Any]]]) -> None:
+    def log_metrics(self, run_id: int | str, series: dict[str, tuple[list[int], list[Any]]]) -> None:
         """Buffer points; they reach the spool when the buffer is full or flush_seconds old."""
         with self._buf_lock:
             run = self._buf.setdefault(run_id, {})
@@ -183,38 +197,82 @@ class Client:
             buf, self._buf, self._buf_points, self._buf_since = self._buf, {}, 0, 0.0
             for run_id, series in buf.items():
                 body = {"series": {name: _sorted_unique(steps, values) for name, (steps, values) in series.items()}}
-                self._put_json("metrics", run_id, "POST", f"/api/runs/{run_id}/metrics", body)
+                self._put_json("metrics", run_id, "POST", "/metrics", body)
 
-    def put_sample(self, run_id: int, step: int, kind: str, png: bytes) -> None:
-        self.spool.put("sample", {"run_id": run_id, "method": "POST", "path": f"/api/runs/{run_id}/samples",
+    def put_sample(self, run_id: int | str, step: int, kind: str, png: bytes) -> None:
+        self.spool.put("sample", {**self._route(run_id, "/samples"), "method": "POST",
                                   "params": {"step": int(step), "kind": kind}, "content_type": "image/png"}, png)
         self._wake.set()
 
-    def put_snapshot(self, run_id: int, step: int, kind: str, payload: dict[str, Any]) -> None:
-        self._put_json("snapshot", run_id, "POST", f"/api/runs/{run_id}/snapshots",
+    def put_snapshot(self, run_id: int | str, step: int, kind: str, payload: dict[str, Any]) -> None:
+        self._put_json("snapshot", run_id, "POST", "/snapshots",
                        {"step": int(step), "kind": kind, "payload": json_safe(payload)})
+
+    def create_run(self, key: str, body: dict[str, Any]) -> int:
+        """Spool an SDK run's creation (POST /api/runs with `key`); entries naming `key` wait for it. Its seq."""
+        data = json.dumps({**body, "key": key}, allow_nan=False, separators=(",", ":")).encode()
+        seq = self.spool.put("create", {"run_key": key, "method": "POST", "path": "/api/runs",
+                                        "content_type": "application/json"}, data)
+        self._wake.set()
+        return seq
+
+    def put_config(self, run_id: int | str, declared: dict[str, Any]) -> int:
+        """Spool a change of an SDK run's declared config (PATCH /api/runs/{id}/config), in order with its data."""
+        return self._put_json("config", run_id, "PATCH", "/config", {"declared": json_safe(declared)})
 
     def put_checkpoint(self, run_id: int, step: int, path: Path) -> None:
         # The points up to this step go first: a checkpoint on the server means a resumed job starts
         # after it, so its points must never arrive later (or die with this process in the buffer).
         self.flush_metrics()
         # Copied into the spool now: the loop may overwrite or prune its own file later.
-        self.spool.put("checkpoint", {"run_id": run_id, "method": "PUT",
-                                      "path": f"/api/runs/{run_id}/checkpoints/{int(step)}",
+        self.spool.put("checkpoint", {**self._route(run_id, f"/checkpoints/{int(step)}"), "method": "PUT",
                                       "content_type": "application/octet-stream"}, body_file=path)
         self._wake.set()
 
-    def finish(self, run_id: int, body: dict[str, Any]) -> int:
+    def finish(self, run_id: int | str, body: dict[str, Any]) -> int:
         """Spooled behind the run's data: the server sees the final status after every point. Returns its seq."""
         self.flush_metrics()
-        return self._put_json("finish", run_id, "POST", f"/api/runs/{run_id}/finish", body)
+        return self._put_json("finish", run_id, "POST", "/finish", body)
 
-    def _put_json(self, kind: str, run_id: int, method: str, path: str, body: dict[str, Any]) -> int:
+    def _put_json(self, kind: str, run_id: int | str, method: str, tail: str, body: dict[str, Any]) -> int:
         data = json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
-        seq = self.spool.put(kind, {"run_id": run_id, "method": method, "path": path,
+        seq = self.spool.put(kind, {**self._route(run_id, tail), "method": method,
                                     "content_type": "application/json"}, data)
         self._wake.set()
         return seq
+
+    def _route(self, run: int | str, tail: str) -> dict[str, Any]:
+        """Header fields naming an entry's run: its id, or (not created yet) its key and a path to fill in."""
+        if isinstance(run, str):
+            if run not in self.run_ids:
+                return {"run_key": run, "path": "/api/runs/{run}" + tail}
+            run = self.run_ids[run]
+        return {"run_id": int(run), "path": f"/api/runs/{int(run)}{tail}"}
+
+    def _resolve(self, header: dict[str, Any]) -> bool:
+        """Fill in the id of a keyed entry's run (in the header); False while the run is not created yet."""
+        key = header.get("run_key")
+        if key is None or "run_id" in header or header.get("kind") == "create":
+            return True
+        run_id = self.run_ids.get(key)
+        if run_id is None:
+            return False
+        header["run_id"] = run_id
+        header["path"] = header["path"].replace("{run}", str(run_id))
+        return True
+
+    def _learn_run(self, key: str, resp: httpx.Response) -> None:
+        """A creation was accepted: remember key -> id on disk before the entries that need it are sent."""
+        try:
+            answer = resp.json()
+            run_id = int(answer["id"])
+        except (ValueError, KeyError, TypeError):
+            log.error("the server's answer to creating run %s has no id: %s", key, resp.text[:200])
+            return
+        self.run_ids[key] = run_id
+        self.spool.save_run_keys(self.run_ids)
+        if self.on_created is not None:
+            self.on_created(key, run_id, answer)
 
     def delivered(self, seq: int) -> bool:
         """True once entry `seq` left the spool (accepted, or rejected and kept in rejected/)."""
@@ -290,7 +348,15 @@ class Client:
                 break
             attempts, next_at = self._deferred.get(entry.seq, (0, 0.0))
             header, offset, size = Spool.read(entry)
-            run_id = header.get("run_id")
+            if not self._resolve(header):  # its run is not created yet: wait for the creation entry
+                key = header["run_key"]
+                if key in self._dead_keys:
+                    self.spool.reject(entry, f"{entry.kind} for run key {key}: {self._dead_keys[key]}")
+                    progressed = True
+                else:
+                    held.add(key)
+                continue
+            run_id = header.get("run_id", header.get("run_key"))
             waits = entry.kind in _BARRIERS and (run_id in held or (entry.kind == "finish" and run_id in held_ckpt))
             if next_at > time.monotonic() or waits:
                 if attempts < self.entry_attempts:
@@ -309,6 +375,8 @@ class Client:
                 continue
             self._came_up()
             if outcome == OK:
+                if entry.kind == "create" and resp is not None:
+                    self._learn_run(header["run_key"], resp)
                 self.spool.remove(entry)
                 self._deferred.pop(entry.seq, None)
                 if resp is not None and entry.kind == "metrics":
@@ -320,6 +388,8 @@ class Client:
             else:
                 dest = self.spool.reject(entry, f"{entry.kind} {header.get('method')} {header.get('path')}: {why}")
                 self._deferred.pop(entry.seq, None)
+                if entry.kind == "create":
+                    self._dead_keys[header["run_key"]] = f"the server refused to create the run: {why}"
                 log.error("REJECTED %s for run %s: %s; kept in %s (not retried)", entry.kind, run_id, why, dest)
             progressed = True
             with self._changed:
@@ -386,6 +456,11 @@ class Client:
         action = data.get("action") if isinstance(data, dict) else None
         if action and action != "continue":
             self.on_action(run_id, action, data.get("reason"))
+
+    @property
+    def down(self) -> str | None:
+        """Why the server is not taking data right now (unreachable, a wrong token...), or None."""
+        return self._down_reason
 
     def poke(self) -> None:
         """Something else reached the server: retry the spool now instead of waiting out the backoff."""

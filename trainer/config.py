@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 IMAGE_DATASETS = ("shapes", "mnist", "fashion_mnist", "cifar10", "celeba", "folder")
 TOY_2D_DATASETS = ("ring8", "grid25")
@@ -324,3 +324,104 @@ def knob_catalog() -> list[dict[str, Any]]:
         out.append({"name": name, "default": prop.get("default"), "help": prop.get("description", ""),
                     "schema": prop})
     return out
+
+
+# --- SDK runs: the declared part ----------------------------------------------------------------------
+# A user's own script has its own options; ganscope never reads them. What the detectors and the run
+# summary need from such a run is what the script *declares*, validated here (the server imports this
+# module, so it stays torch-free). Nothing is filled from JobConfig's defaults: a field left out is unknown.
+
+# JobConfig knobs a script may declare under the same names (the detectors and the runs list read them).
+# A name missing from JobConfig (a knob another version adds or drops) is skipped.
+DECLARABLE_KNOBS = ("lr_d", "lr_g", "beta1", "beta2", "batch_size", "d_steps", "g_steps", "nz", "init", "init_std",
+                    "fm_weight", "gp_weight", "r1_gamma", "r1_every", "ema_g", "spectral_norm", "diffaugment")
+MAX_LAYER_NAMES = 10_000  # per net; a layer per metric name, so the ingest cap on names bounds it anyway
+
+
+class _DeclaredFields(BaseModel):
+    """What an SDK run declares about itself; every field optional, unknown names refused (a typo is named)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    loss: Literal["nonsaturating", "minimax", "hinge", "wgan", "wgan_gp"] | None = Field(
+        None, description="The adversarial loss: nonsaturating or minimax (BCE family: D outputs a probability "
+                          "through a sigmoid), hinge, wgan or wgan_gp (D is a critic: read score/*, not pred/*).")
+    loss_d_reduction: Literal["sum", "mean"] | None = Field(
+        None, description="Whether loss/d is the sum (ganscope's trainer, pytorch/examples' DCGAN) or the mean "
+                          "(many PyTorch-GAN scripts: (real + fake) / 2) of loss/d_real and loss/d_fake.")
+    total_steps: int | None = Field(None, ge=1, le=2**62, description="Steps the run will take: the progress bar.")
+    image_size: int | None = Field(None, ge=1, le=1 << 16, description="Side of the images in pixels (any size).")
+    dataset: str | None = Field(None, min_length=1, max_length=100,
+                                description="The data's name, shown in the runs list. ring8, grid25 and the 1-D "
+                                            "toy names tell the detectors how many modes there are.")
+    label_smoothing: float | None = Field(
+        None, gt=0, le=1, description="One-sided target for real samples (1.0 off): D(x) tops out there.")
+    on_failure: Literal["warn", "stop"] | None = Field(
+        None, description="What a failing signature does: report only (warn, the default), or tell the script "
+                          "to stop (run.should_stop() turns True).")
+    detectors: dict[str, dict[str, float]] | None = Field(
+        None, description="Per-signature threshold overrides: {signature_id: {threshold: value}}.")
+    layers: dict[Literal["g", "d"], list[str]] | None = Field(
+        None, description="Each net's weight layers in registration order, as named in grad|weight|update/"
+                          "<net>/<layer>; the first is the layer the classic plots show. run.watch() sends it.")
+
+    @field_validator("layers")
+    @classmethod
+    def _layer_names(cls, v: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        for net, names in (v or {}).items():
+            if len(names) > MAX_LAYER_NAMES:
+                raise ValueError(f"layers.{net}: {len(names)} names; at most {MAX_LAYER_NAMES}")
+            bad = [n for n in names if not n or len(n) > 180 or any(c in n for c in "*,\x00\n")]
+            if bad:
+                raise ValueError(f"layers.{net}: bad layer name {bad[0]!r} (1-180 characters, no '*', ',' or "
+                                 "control characters)")
+        return v
+
+
+def _declarable(name: str) -> tuple[Any, Any]:
+    """A JobConfig knob as an optional field with the same type, bounds and help, default None."""
+    from pydantic.fields import FieldInfo
+
+    field = JobConfig.model_fields[name]
+    return field.annotation | None, FieldInfo.merge_field_infos(field, default=None)
+
+
+# Typed like the JobConfig knobs it borrows, so a bound or a choice changes in one place only.
+DeclaredConfig: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    "DeclaredConfig", __base__=_DeclaredFields, __doc__=_DeclaredFields.__doc__,
+    **{k: _declarable(k) for k in DECLARABLE_KNOBS if k in JobConfig.model_fields})
+
+# Every field an SDK run may declare.
+DECLARED_FIELDS: tuple[str, ...] = tuple(DeclaredConfig.model_fields)
+# The runs list's key config, for SDK runs: the declared ones among these.
+SDK_KEY_KNOBS = ("dataset", "image_size", "batch_size", "lr_d", "lr_g", "d_steps", "loss", "loss_d_reduction",
+                 "label_smoothing", "total_steps", "on_failure")
+
+
+def validate_declared(data: dict[str, Any]) -> dict[str, Any]:
+    """The declared part as stored (only what was given, None dropped); pydantic's ValidationError if bad."""
+    return DeclaredConfig.model_validate(data).model_dump(mode="json", exclude_none=True)
+
+
+def declared_from_config(config: dict[str, Any], declared: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Read a user's free-form config for declared names, for clients that send everything in `config`.
+
+    A key of `config` that names a declared field and holds a valid value for it is declared too, unless
+    `declared` already sets it (the explicit part wins); `steps` stands for total_steps (the JobConfig name
+    older clients used). Other keys are the user's own and never refused. Returns (the merged declared part,
+    {key: why it was not read} for declared names whose value did not fit, so the client can say so).
+    """
+    out = dict(declared)
+    skipped: dict[str, str] = {}
+    aliases = {"steps": "total_steps"}
+    for key, value in config.items():
+        field = aliases.get(key, key)
+        if field not in DECLARED_FIELDS or field in out:
+            continue
+        try:
+            out[field] = DeclaredConfig.model_validate({field: value}).model_dump(mode="json")[field]
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            errs = getattr(exc, "errors", None)
+            msg = errs()[0]["msg"] if callable(errs) else str(exc)
+            skipped[key] = f"config[{key!r}] = {value!r} is not read as the declared {field}: {msg}"
+    return {k: v for k, v in out.items() if v is not None}, skipped

@@ -6,7 +6,8 @@ place and fsyncs the folder, so after `put` returns the request survives a crash
 or the machine, and a half-written request is never seen (a crash leaves only a `.tmp-*` file,
 removed at the next open). Sequence numbers only grow, across restarts too, so the oldest request
 is always the first name in sort order. An exclusive lock keeps a second process out: two writers
-would interleave sequence numbers. Delivery policy lives in trainer/client.py.
+would interleave sequence numbers. Delivery policy lives in trainer/client.py. Beside the entries,
+`run-keys.json` maps the keys of runs created through the spool to their ids once the server made them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+
+RUN_KEYS = "run-keys.json"
 
 
 class SpoolBusy(RuntimeError):
@@ -138,6 +142,23 @@ class Spool:
             (self.rejected_dir / (p.name + ".reason.txt")).unlink(missing_ok=True)
             n += 1
         return n
+
+    # --- runs created through the spool (client.create_run): key -> run id, kept beside the entries ---
+    def load_run_keys(self) -> dict[str, int]:
+        try:
+            return {str(k): int(v) for k, v in json.loads((self.root / RUN_KEYS).read_text()).items()}
+        except FileNotFoundError:
+            return {}
+
+    def save_run_keys(self, keys: dict[str, int]) -> None:
+        """Atomically, like an entry: a crash leaves the old mapping or the new one, never half of one."""
+        tmp = self.root / f".tmp-{RUN_KEYS}"
+        with open(tmp, "w") as f:
+            json.dump(keys, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.root / RUN_KEYS)
+        self._fsync_dir()
 
     def close(self) -> None:
         self._lock_file.close()

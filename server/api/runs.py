@@ -1,12 +1,14 @@
-"""Run reads (list, detail, metrics, samples, snapshots), cancel, and SDK run creation."""
+"""Run reads (list, detail, metrics, samples, snapshots), cancel; SDK runs: creation, declared config, heartbeat."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import numpy as np
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
@@ -14,7 +16,7 @@ from ganscope.server.api.common import (
     json_response,
     http_errors, json_limit, not_found, parse_json, publish_status, read_body, storage_errors, unprocessable,
 )
-from ganscope.server.api.jobs import validate_config
+from ganscope.server.api import sdk_config
 from ganscope.server.auth import Authorized
 from ganscope.server.deps import DB, BrokerDep, SettingsDep, MAX_INT64, RunId, StepParam
 from ganscope.server.downsample import downsample, select_range
@@ -25,6 +27,12 @@ from ganscope.server.store import runs as runs_store
 
 router = APIRouter(tags=["runs"])
 MAX_POINTS_CAP = 1_000_000
+_KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+
+
+class SdkHeartbeat(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    step: int | None = Field(None, ge=0, le=MAX_INT64, description="The script's latest step.")
 
 
 @router.get("/api/runs")
@@ -71,35 +79,82 @@ def list_runs(db: DB,
         return {"runs": runs_store.summaries(s, runs), "total": total, "limit": limit, "offset": offset}
 
 
-@router.post("/api/runs", status_code=201)
-async def create_sdk_run(request: Request, _: Authorized, db: DB, broker: BrokerDep,
-                         settings: SettingsDep) -> Response:
-    """An SDK run: {"name", "config": {partial JobConfig}}. It starts 'running'; log with
-    POST /api/runs/{id}/metrics and end it with POST /api/runs/{id}/finish (no worker_id)."""
+@router.post("/api/runs", status_code=201, responses={200: {"description": "a run with this key existed: that run"}})
+async def create_sdk_run(request: Request, _: Authorized, db: DB, broker: BrokerDep) -> Response:
+    """An SDK run: {"name", "config": {the script's own options}, "declared": {...}, "key"}. It starts 'running';
+    log with POST /api/runs/{id}/metrics and end it with POST /api/runs/{id}/finish (no worker_id).
+
+    `config` is kept as given and never refused for its keys; `declared` is what the detectors read
+    (docs/sdk.md), 422 naming each unknown or bad field. A `key` (8-64 of A-Z a-z 0-9 _ -) makes the call
+    idempotent: a retry answers 200 with the run the first call made."""
     data = parse_json(await read_body(request, json_limit(request)))
     if not isinstance(data, dict):
-        raise unprocessable([(["body"], "expected {\"name\": str, \"config\": {...}}")])
-    name = data.get("name", "")
+        raise unprocessable([(["body"], "expected {\"name\": str, \"config\": {...}, \"declared\": {...}}")])
+    name = data.get("name") or ""
+    errors: list[tuple[list[Any], str]] = []
     if not isinstance(name, str) or len(name) > 200:
-        raise unprocessable([(["body", "name"], "name must be a string of at most 200 characters")])
-    raw_cfg = data.get("config") or {}
-    if not isinstance(raw_cfg, dict):
-        raise unprocessable([(["body", "config"], "config must be a JSON object")])
-    try:
-        cfg = validate_config(raw_cfg, settings.limits)
-    except Exception as exc:  # prefix locations with 'config' so the 422 names the real field
-        errs = getattr(exc, "errors", None)
-        if callable(errs):
-            raise unprocessable([{**e, "loc": ["body", "config", *list(e["loc"])[1:]]} for e in errs()]) from None
-        raise
+        errors.append((["body", "name"], "name must be a string of at most 200 characters"))
+    key = data.get("key")
+    if key is not None and not (isinstance(key, str) and _KEY.match(key)):
+        errors.append((["body", "key"], "key must be 8-64 characters of A-Z a-z 0-9 _ -"))
+    user_config, why = sdk_config.user_config(data.get("config"))
+    if why:
+        errors.append((["body", "config"], why))
+    if errors:
+        raise unprocessable(errors)
+    declared, notes = sdk_config.declared_part(data.get("declared"), user_config)
 
-    def create() -> int:
+    def create() -> tuple[int, bool]:
         with storage_errors("creating a run"), db.write() as s:
-            return runs_store.create_sdk_run(s, name, cfg).id
+            run, created = runs_store.create_sdk_run(s, name, declared, user_config, key)
+            return run.id, created
 
-    run_id = await run_in_threadpool(create)
-    summary = await run_in_threadpool(publish_status, db, broker, run_id)
-    return json_response(summary or {"id": run_id, "status": "running"}, 201)
+    run_id, created = await run_in_threadpool(create)
+    summary = await run_in_threadpool(publish_status, db, broker, run_id) if created else None
+    if summary is None:
+        with db.read() as s:
+            summary = runs_store.summary(s, runs_store.get_run(s, run_id))
+    return json_response({**summary, "config": declared if created else summary.get("config"), "notes": notes},
+                         201 if created else 200)
+
+
+@router.patch("/api/runs/{run_id}/config")
+async def declare_sdk_config(run_id: RunId, request: Request, _: Authorized, db: DB, broker: BrokerDep) -> Response:
+    """{"declared": {...}}: change what an SDK run declared (run.watch() sends its nets' layer order this way).
+    Given fields replace the stored ones, a null removes one; 422 names unknown or bad fields, 409 for a job."""
+    data = parse_json(await read_body(request, json_limit(request)))
+    if not isinstance(data, dict) or not isinstance(data.get("declared"), dict):
+        raise unprocessable([(["body", "declared"], "expected {\"declared\": {field: value or null}}")])
+    patch = data["declared"]
+    sdk_config.declared_part({k: v for k, v in patch.items() if v is not None}, None)  # 422 on a bad field
+
+    def apply() -> dict[str, Any]:
+        with http_errors(), storage_errors("declaring a run's config"), db.write() as s:
+            run = runs_store.get_run(s, run_id, lock=True)
+            if run is None:
+                raise not_found(run_id)
+            if run.kind != "sdk":
+                raise HTTPException(409, f"run {run_id} is a job: its config is the JobConfig it was launched with")
+            merged = {k: v for k, v in {**(run.config or {}), **patch}.items() if v is not None}
+            declared, _ = sdk_config.declared_part(merged, None)
+            runs_store.declare(run, declared)
+            return declared
+
+    declared = await run_in_threadpool(apply)
+    sdk_config.forget_detector(db, run_id)  # the next batch is judged with the new declaration
+    await run_in_threadpool(publish_status, db, broker, run_id)
+    return json_response({"id": run_id, "config": declared})
+
+
+@router.post("/api/runs/{run_id}/heartbeat")
+def sdk_heartbeat(run_id: RunId, body: SdkHeartbeat, _: Authorized, db: DB, broker: BrokerDep) -> dict[str, Any]:
+    """An SDK script is alive (at step): {action: continue|cancel|stop|release, reason}. Once a run has had one,
+    its heartbeats going silent for GANSCOPE_SDK_HEARTBEAT_SECONDS fail it (the script was killed)."""
+    with http_errors(), storage_errors("recording a heartbeat"), db.write() as s:
+        action, _run, revived = queue_store.sdk_heartbeat(s, run_id, body.step)
+    if revived:
+        publish_status(db, broker, run_id)
+    return {"action": action.action, "reason": action.reason}
 
 
 @router.get("/api/runs/{run_id}")

@@ -143,11 +143,12 @@ async def _recover_stalled_forever(app: FastAPI) -> None:
     settings = app.state.settings
     db = app.state.db
     broker = app.state.broker
-    interval = max(0.2, min(5.0, settings.stall_seconds / 4))
+    interval = max(0.2, min(5.0, min(settings.stall_seconds, settings.sdk_heartbeat_seconds) / 4))
 
     def once() -> list[int]:
         with db.write() as s:
-            changed = queue_store.recover_stalled(s, settings.stall_seconds, settings.sdk_stall_seconds)
+            changed = queue_store.recover_stalled(s, settings.stall_seconds, settings.sdk_stall_seconds,
+                                                  settings.sdk_heartbeat_seconds)
             for run in changed:
                 log.warning("run %s: %s -> %s", run.id, run.error, run.status)
                 notify.run_changed(s, run)  # a job out of attempts fails: its owner hears of it

@@ -149,6 +149,7 @@ def finish(session: Session, run_id: int, worker_id: str | None, status: str, st
     if run.kind == "sdk":
         if status == "handback":
             raise QueueConflict(f"run {run_id} is an SDK run: there is no queue to hand it back to")
+        _revive_silent(run)  # judged dead for its silence, yet here it is, finishing
     elif worker_id is None:
         raise QueueConflict(f"run {run_id} is a queued job: finishing it needs the worker_id that holds it")
     if run.status in FINAL or run.status == "queued":
@@ -205,15 +206,27 @@ def cancel(session: Session, run_id: int) -> tuple[Run, bool]:
     return run, True
 
 
-def recover_stalled(session: Session, stall_seconds: float, sdk_stall_seconds: float) -> list[Run]:
-    """Requeue (or fail) running jobs whose worker went silent; fail SDK runs silent for much longer."""
+# The error an SDK run gets when its script's heartbeats stop; a heartbeat or finish from the same script
+# later (a laptop that slept, a paused process) puts the run back, since the script was not dead after all.
+SDK_SILENT = "the script stopped sending heartbeats (killed?)"
+
+
+def recover_stalled(session: Session, stall_seconds: float, sdk_stall_seconds: float,
+                    sdk_heartbeat_seconds: float | None = None) -> list[Run]:
+    """Requeue (or fail) running jobs whose worker went silent; fail SDK runs whose script went silent.
+
+    An SDK script that sends heartbeats is judged by them (`sdk_heartbeat_seconds`: it was killed); one
+    that never did (an older client, plain HTTP) only by its data, over the much longer `sdk_stall_seconds`.
+    """
     now = utcnow()
     job_cut = now - timedelta(seconds=stall_seconds)
     sdk_cut = now - timedelta(seconds=sdk_stall_seconds)
+    hb_cut = now - timedelta(seconds=sdk_heartbeat_seconds if sdk_heartbeat_seconds else sdk_stall_seconds)
     q = select(Run).where(Run.status == "running", or_(  # ix_runs_running_heartbeat
         Run.heartbeat_at.is_(None),
         (Run.kind == "job") & (Run.heartbeat_at < job_cut),
-        (Run.kind == "sdk") & (Run.heartbeat_at < sdk_cut)))
+        (Run.kind == "sdk") & (Run.heartbeat_at < sdk_cut),
+        (Run.kind == "sdk") & Run.sdk_heartbeats & (Run.heartbeat_at < hb_cut)))
     if dialect(session) == "postgresql":
         q = q.with_for_update(skip_locked=True)  # a second server running the same pass skips these rows
     changed = []
@@ -223,10 +236,37 @@ def recover_stalled(session: Session, stall_seconds: float, sdk_stall_seconds: f
         if run.kind == "sdk":
             run.status = "failed"
             run.finished_at = now
-            run.error = f"no data nor heartbeat from the training script for {silent}"
+            run.error = SDK_SILENT if run.sdk_heartbeats else \
+                f"no data nor heartbeat from the training script for {silent}"
         else:
             _requeue_or_fail(run, f"worker {run.worker_id} went silent (no heartbeat for {silent})")
             # Its worker row keeps the stale run_id until the worker comes back; harmless.
         changed.append(run)
     return changed
 
+
+def sdk_heartbeat(session: Session, run_id: int, step: int | None) -> tuple[Action, Run, bool]:
+    """An SDK script is alive (at step). Returns (what it should do, the run, whether its status changed).
+
+    A run failed for silence comes back to `running`: its script was paused, not killed.
+    """
+    run = get_run(session, run_id, lock=True)
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    if run.kind != "sdk":
+        raise QueueConflict(f"run {run_id} is a queued job: its worker sends /api/workers/heartbeat")
+    revived = _revive_silent(run)
+    run.sdk_heartbeats = True
+    if run.status != "running":
+        return Action("release", f"run {run_id} is already {run.status}"), run, revived
+    run.heartbeat_at = utcnow()
+    if step is not None and step > run.step:
+        run.step = step
+    return control_action(run), run, revived
+
+
+def _revive_silent(run: Run) -> bool:
+    if run.kind == "sdk" and run.status == "failed" and run.error == SDK_SILENT:
+        run.status, run.error, run.finished_at, run.heartbeat_at = "running", None, None, utcnow()
+        return True
+    return False

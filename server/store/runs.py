@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from ganscope.server.schema import Alert, MetricLatest, Run, RunTag
 from ganscope.server.store.util import iso, utcnow
-from ganscope.trainer.config import JobConfig
+from ganscope.trainer.config import SDK_KEY_KNOBS, JobConfig
 
 FINAL = ("succeeded", "failed", "cancelled", "stopped")
 STATUSES = ("queued", "running", *FINAL)
@@ -33,14 +33,28 @@ def create_job(session: Session, cfg: JobConfig) -> Run:
     return run
 
 
-def create_sdk_run(session: Session, name: str, cfg: JobConfig) -> Run:
+def create_sdk_run(session: Session, name: str, declared: dict[str, Any], user_config: dict[str, Any] | None,
+                   key: str | None = None) -> tuple[Run, bool]:
+    """An SDK run: `config` is only what the script declared (nothing filled from JobConfig's defaults),
+    `user_config` the script's own options. With a `key` a retried creation returns the first run.
+    Returns (run, created)."""
+    if key is not None:
+        found = session.scalars(select(Run).where(Run.client_key == key)).first()  # ix_runs_client_key
+        if found is not None:
+            return found, False
     now = utcnow()
-    run = Run(name=name or cfg.name, kind="sdk", config=cfg.model_dump(mode="json"), status="running",
-              health="healthy", priority=cfg.priority, attempts=1, max_attempts=1, created_at=now,
-              started_at=now, heartbeat_at=now, step=0, total_steps=cfg.steps)
+    run = Run(name=name, kind="sdk", config=declared, user_config=user_config, client_key=key, status="running",
+              health="healthy", priority=0, attempts=1, max_attempts=1, created_at=now, started_at=now,
+              heartbeat_at=now, step=0, total_steps=int(declared.get("total_steps") or 0))
     session.add(run)
     session.flush()
-    return run
+    return run, True
+
+
+def declare(run: Run, declared: dict[str, Any]) -> None:
+    """Replace an SDK run's declared part (what its detectors read)."""
+    run.config = declared
+    run.total_steps = int(declared.get("total_steps") or 0)
 
 
 def get_run(session: Session, run_id: int, *, lock: bool = False) -> Run | None:
@@ -52,7 +66,9 @@ def get_run(session: Session, run_id: int, *, lock: bool = False) -> Run | None:
     return session.scalars(q).first()
 
 
-def _key_config(config: dict[str, Any]) -> dict[str, Any]:
+def _key_config(config: dict[str, Any], kind: str = "job") -> dict[str, Any]:
+    if kind == "sdk":  # only what the script declared: an SDK run is not a JobConfig with defaults
+        return {k: config[k] for k in SDK_KEY_KNOBS if k in config}
     try:
         return JobConfig.model_validate(config).key_knobs()
     except Exception:  # noqa: BLE001 - a config stored by an older version still lists
@@ -82,9 +98,10 @@ def summaries(session: Session, runs: list[Run], *, all_metrics: bool = False) -
         total, open_ = counts.get(r.id, (0, 0))
         out.append({
             "id": r.id, "name": r.name, "kind": r.kind, "status": r.status, "health": r.health,
-            "step": r.step, "total_steps": r.total_steps, "created_at": iso(r.created_at),
-            "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
-            "dataset": cfg.get("dataset"), "key_config": _key_config(cfg), "last": last.get(r.id, {}),
+            # an SDK run that declared no total_steps has none (null), not the built-in trainer's
+            "step": r.step, "total_steps": r.total_steps or (None if r.kind == "sdk" else 0),
+            "created_at": iso(r.created_at), "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
+            "dataset": cfg.get("dataset"), "key_config": _key_config(cfg, r.kind), "last": last.get(r.id, {}),
             "alert_count": total, "open_alerts": open_, "attempts": r.attempts, "max_attempts": r.max_attempts,
             "priority": r.priority, "worker_id": r.worker_id, "error": r.error, "stop_reason": r.stop_reason,
             "control": r.control, "checkpoint_step": r.checkpoint_step,
@@ -119,6 +136,8 @@ def summary(session: Session, run: Run) -> dict[str, Any]:
 def detail(session: Session, run: Run) -> dict[str, Any]:
     out = summaries(session, [run], all_metrics=True)[0]
     out["config"] = run.config
+    if run.kind == "sdk":
+        out["user_config"] = run.user_config or {}  # the script's own options, as it gave them
     out["metric_names"] = list(out["last"])
     return out
 

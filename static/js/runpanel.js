@@ -61,7 +61,16 @@
       $("note-btn").textContent = r.note ? "Edit note" : "Add a note";
     }
 
+    // An SDK run: the script's own options as it gave them, then what it declared for the detectors.
+    renderSdkConfig() {
+      const row = (k, v, cls) => el("tr", { class: cls }, el("td", { text: k }), el("td", { class: "mono", text: GS.fmtValue(v) }));
+      const own = Object.entries(this.summary.user_config || {}).map(([k, v]) => row(k, v, ""));
+      const declared = Object.entries(this.summary.config || {}).map(([k, v]) => row("declared: " + k, v, "changed"));
+      $("config").replaceChildren(...own, ...declared);
+    }
+
     renderConfig() {
+      if (this.summary && this.summary.kind === "sdk") return this.renderSdkConfig();
       const cfg = (this.summary && this.summary.config) || {};
       const order = this.knobOrder, defaults = this.defaults;
       const keys = Object.keys(cfg).sort((a, b) => (order.indexOf(a) + 1 || 999) - (order.indexOf(b) + 1 || 999));
