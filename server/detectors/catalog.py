@@ -356,7 +356,8 @@ SIGNATURES: tuple[Signature, ...] = (
             T("warmup_steps", 200, "A G fresh from its init matches nothing yet: evaluations before this step say "
               "nothing about learning (healthy toy runs here reach their first modes after 100–200 steps)."),
             T("min_evals", 5, "Evaluations are noisy: five are the fewest from which a slope and a level (median of "
-              "three) are both robust to one wild evaluation."),
+              "three) are both robust to one wild evaluation, so a stall or a regression needs five; a clear "
+              "improvement (a gain beyond the tolerance) needs only three."),
             T("window_evals", 5, "The trend is judged over the last five evaluations..."),
             T("stall_steps", 300, "...spanning at least 300 steps, so frequent evaluations (toy_every 20) do not "
               "call a pause of a few dozen steps a stall; healthy toy runs measured gain their modes within 200–300 "

@@ -223,7 +223,7 @@ def trend(window: Window, ctx: Context, th: Mapping[str, float], m: Measure | No
     after = steps >= th.get("warmup_steps", 0)
     steps, v = steps[after], v[after]
     n = int(steps.size)
-    if n < th["min_evals"]:
+    if n < LEVEL_EVALS:
         return Trend("unknown", m.name, n)
     y = _better(v, m)
     # trailing medians of three: the level after each evaluation
@@ -247,7 +247,9 @@ def trend(window: Window, ctx: Context, th: Mapping[str, float], m: Measure | No
     best_i = int(np.argmax(lv))
     drop = float(lv[best_i] - lv[-1])
     if change > tol_up:
-        verdict = "improving"
+        verdict = "improving"  # a clear gain needs only a level's worth of evaluations
+    elif n < th["min_evals"]:
+        return Trend("unknown", m.name, n)  # calling a stall or a regression needs more of them
     elif drop > tol_down:
         verdict = "regressing"
     else:

@@ -96,7 +96,7 @@ def mode_collapse(recent: Window, early: Window, th: dict[str, float], ctx: Cont
                 with np.errstate(invalid="ignore"):
                     conc |= spread < th["spread_concentrated"]
             cond = low if is_open else low & (v >= 1) & conc
-            ok, onset, frac = held(s, cond, win, th["hold_frac"], min_points=2)
+            ok, onset, frac = held(s, cond, win, th["hold_frac"], min_points=2, cadence=cadence)
             if ok:
                 end = int(s[-1])
                 w = s > end - win

@@ -196,9 +196,11 @@ def early_level(early: Window, name: str, early_steps: float) -> float | None:
 
 
 def held(steps: np.ndarray, cond: np.ndarray, window: float, hold_frac: float,
-         min_points: int = MIN_POINTS) -> tuple[bool, int, float]:
+         min_points: int = MIN_POINTS, cadence: float = 1.0) -> tuple[bool, int, float]:
     """Did `cond` hold at >= hold_frac of the points of the last `window` steps (window covered)?
 
+    `cadence`: the steps each point stands for (1 for per-step series; evaluations made every N steps
+    stand for N), so two evaluations N apart cover a window of 2N.
     Returns (held, onset step, fraction in window). The onset is the earliest step from which the
     condition held at >= hold_frac of the points up to now: where the dashboard starts the shaded span.
     """
@@ -207,7 +209,7 @@ def held(steps: np.ndarray, cond: np.ndarray, window: float, hold_frac: float,
     end = int(steps[-1])
     i = int(np.searchsorted(steps, end - window, side="right"))  # the window: steps > end - window
     n = steps.size - i
-    if n < min_points or (end - int(steps[i]) + 1) < 0.8 * window:
+    if n < min_points or (end - int(steps[i]) + cadence) < 0.8 * window:
         return False, -1, 0.0  # too few points, or not enough of the window seen yet
     frac = float(np.count_nonzero(cond[i:])) / n
     if frac < hold_frac:

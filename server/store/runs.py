@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import case, func, or_, select
+import numpy as np
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
-from ganscope.server.schema import Alert, MetricLatest, Run
+from ganscope.server.detectors.verdict import LOOKBACK_EVALS, NAMES as VERDICT_NAMES, learning
+from ganscope.server.schema import Alert, MetricChunk, MetricLatest, Run
+from ganscope.server.store.metrics import decode_steps
 from ganscope.server.store.util import iso, utcnow
 from ganscope.trainer.config import JobConfig
 
@@ -57,17 +60,56 @@ def _key_config(config: dict[str, Any]) -> dict[str, Any]:
         return {k: config.get(k) for k in ("dataset", "batch_size", "lr_d", "lr_g", "steps")}
 
 
+def _evaluations(session: Session, spans: dict[int, dict[str, tuple[int, int]]]) -> dict[int, dict[str, tuple]]:
+    """The last LOOKBACK_EVALS points of each run's quality/fit series, in one bounded query.
+
+    `spans`: {run_id: {name: (latest step, point count)}} from metric_latest. Each run reads only the
+    chunks ending after its earliest needed step (ix_chunks_run_name_last): a few rows per run however
+    long the run, since evaluations are sparse and a chunk holds 2,048 of them.
+    """
+    conds = []
+    for run_id, names in spans.items():
+        lo = None
+        for step, count in names.values():
+            cadence = max(1.0, float(step) / max(int(count), 1))
+            start = int(step - (LOOKBACK_EVALS + 1) * cadence)
+            lo = start if lo is None else min(lo, start)
+        conds.append(and_(MetricChunk.run_id == run_id, MetricChunk.name.in_(list(names)),
+                          MetricChunk.last_step >= (lo or 0)))
+    out: dict[int, dict[str, tuple]] = {}
+    if not conds:
+        return out
+    parts: dict[tuple[int, str], list[tuple[np.ndarray, np.ndarray]]] = {}
+    q = (select(MetricChunk.run_id, MetricChunk.name, MetricChunk.first_step, MetricChunk.last_step, MetricChunk.n,
+                MetricChunk.steps, MetricChunk.values)
+         .where(or_(*conds)).order_by(MetricChunk.run_id, MetricChunk.name, MetricChunk.last_step))
+    for r in session.execute(q).all():
+        parts.setdefault((r.run_id, r.name), []).append(
+            (decode_steps(r.steps, r.first_step, r.last_step, r.n), np.frombuffer(r.values, dtype=np.float64)))
+    for (run_id, name), chunks in parts.items():
+        st = np.concatenate([c[0] for c in chunks])[-LOOKBACK_EVALS:]
+        va = np.concatenate([c[1] for c in chunks])[-LOOKBACK_EVALS:]
+        out.setdefault(run_id, {})[name] = (st, va)
+    return out
+
+
 def summaries(session: Session, runs: list[Run], *, all_metrics: bool = False) -> list[dict[str, Any]]:
-    """Run summaries (docs/contracts.md) with three queries whatever the number of runs."""
+    """Run summaries (docs/contracts.md) with four queries whatever the number of runs."""
     ids = [r.id for r in runs]
     last: dict[int, dict[str, float | None]] = {i: {} for i in ids}
     counts: dict[int, tuple[int, int]] = {}
+    spans: dict[int, dict[str, tuple[int, int]]] = {}  # quality/fit series per run: the verdict's input
+    evals: dict[int, dict[str, tuple]] = {}
     if ids:
-        q = select(MetricLatest.run_id, MetricLatest.name, MetricLatest.value).where(MetricLatest.run_id.in_(ids))
+        q = (select(MetricLatest.run_id, MetricLatest.name, MetricLatest.value, MetricLatest.step,
+                    MetricLatest.count).where(MetricLatest.run_id.in_(ids)))
         if not all_metrics:
             q = q.where(*[~MetricLatest.name.startswith(p) for p in _LAYER_PREFIXES])
         for r in session.execute(q.order_by(MetricLatest.name)).all():
             last[r.run_id][r.name] = r.value
+            if r.name in VERDICT_NAMES and r.count:
+                spans.setdefault(r.run_id, {})[r.name] = (int(r.step), int(r.count))
+        evals = _evaluations(session, spans)
         # ix_alerts_run_status: alert counts per run, open ones apart
         for r in session.execute(
                 select(Alert.run_id, func.count(), func.sum(case((Alert.status == "open", 1), else_=0)))
@@ -86,6 +128,7 @@ def summaries(session: Session, runs: list[Run], *, all_metrics: bool = False) -
             "priority": r.priority, "worker_id": r.worker_id, "error": r.error, "stop_reason": r.stop_reason,
             "control": r.control, "checkpoint_step": r.checkpoint_step,
             "heartbeat_at": iso(r.heartbeat_at),
+            "learning": learning(evals.get(r.id, {}), cfg, r.kind or "job"),
         })
     return out
 
