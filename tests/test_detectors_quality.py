@@ -219,3 +219,66 @@ def test_trend_is_robust_and_lower_is_better_for_distances():
     ft = quality.fit({"quality/coverage": series([0.8, 0.85, 0.9], start=300, every=50),
                       "quality/recognisable": series([0.9, 0.9, 0.95], start=300, every=50)}, ctx)
     assert ft.state == "good"
+
+
+def test_on_failure_stop_waits_for_the_escalation_through_the_server(server):
+    """A dominant D under improving quality only warns, so `on_failure: stop` lets the run go on; once the
+    quality stalls the alert turns failing and the ingest answer says stop."""
+    from tests.harness import wait_for
+
+    loss = dominant(1000, start_at=400)
+    kids = [0.6, 0.6, 0.6, 0.6, 0.5, 0.45, 0.4, 0.3, 0.25, 0.2, 0.16, 0.12, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    with server.client() as c:
+        run_id = c.post("/api/runs", json={"name": "escalate", "config": {"on_failure": "stop"}}).json()["id"]
+        actions = []
+        for lo in range(0, 1000, 50):
+            body = {"series": {k: {"steps": [int(x) for x in s[lo:lo + 50]], "values": [float(x) for x in v[lo:lo + 50]]}
+                               for k, (s, v) in loss.items()}}
+            body["series"]["quality/kid"] = {"steps": [lo + 50], "values": [kids[lo // 50]]}
+            r = c.post(f"/api/runs/{run_id}/metrics", json=body)
+            assert r.status_code == 200, r.text
+            actions.append((lo, r.json()["action"]))
+            if lo == 600:  # dominant since 400, quality still improving: a warning, the run goes on
+                [a] = wait_for(lambda: [a for a in c.get(f"/api/runs/{run_id}/alerts").json()["alerts"]
+                                        if a["signature"] == "d_overpowering"], timeout=10, what="the warning")
+                assert a["severity"] == "warning" and c.get(f"/api/runs/{run_id}").json()["control"] is None
+        run = wait_for(lambda: (lambda r: r if r["control"] == "stop" else None)(c.get(f"/api/runs/{run_id}").json()),
+                       timeout=10, what="the stop")
+        assert run["stop_reason"].startswith("d_overpowering")
+        [a] = [a for a in c.get(f"/api/runs/{run_id}/alerts").json()["alerts"] if a["signature"] == "d_overpowering"]
+        assert a["severity"] == "failing" and "stalled" in a["message"]
+
+
+def test_a_restarted_server_still_sees_old_evaluations(home):
+    """Evaluations thousands of steps apart outlive the loss window: after a restart the server reads the
+    last few dozen back, so a stall spanning 3,000 steps is still judged on all of them."""
+    from tests.harness import start_server, wait_for
+
+    def body(lo: int, hi: int, q: float | None) -> dict:
+        steps = list(range(lo, hi))
+        series = {"loss/d": {"steps": steps, "values": [1.1] * len(steps)},
+                  "pred/fake": {"steps": steps, "values": [0.4] * len(steps)}}
+        if q is not None:
+            series["toy/quality"] = {"steps": [hi - 1], "values": [q]}
+            series["toy/modes"] = {"steps": [hi - 1], "values": [1.0]}
+        return {"series": series}
+
+    server = start_server(home)
+    try:
+        with server.client() as c:
+            run_id = c.post("/api/runs", json={"name": "r", "config": {"dataset": "grid25"}}).json()["id"]
+            for lo, q in zip(range(1, 2001, 500), (0.02, 0.05, 0.04, 0.05)):  # evaluations 500 steps apart
+                assert c.post(f"/api/runs/{run_id}/metrics", json=body(lo, lo + 500, q)).status_code == 200
+            assert c.get(f"/api/runs/{run_id}/alerts").json()["alerts"] == []  # four evaluations: too few
+    finally:
+        server.stop()
+    server = start_server(home, port=server.port)
+    try:
+        with server.client() as c:
+            assert c.post(f"/api/runs/{run_id}/metrics", json=body(2001, 2501, 0.04)).status_code == 200
+            [a] = wait_for(lambda: c.get(f"/api/runs/{run_id}/alerts").json()["alerts"], timeout=10,
+                           what="quality_stalled")
+            assert a["signature"] == "quality_stalled" and a["evidence"]["trend"]["evaluations"] == 5
+            assert a["severity"] == "failing" and a["evidence"]["window"][0] <= 500
+    finally:
+        server.stop()
