@@ -65,6 +65,9 @@ EXTRA: tuple[Scenario, ...] = (
     Scenario("gauss1d_spreading", {**TOY, "dataset": "gauss1d", "toy_hidden": 16, "steps": 600}, ("quality_stalled",),
              quality_fell, "16-unit MLPs: G reaches half its samples within 3σ by step ~360, then spreads to 7× "
                            "the data's width and falls to 0.15 (labelled healthy before fit measures)"),
+    Scenario("grid25_no_fit", {**TOY, "dataset": "grid25", "steps": 2000}, ("quality_stalled",), fit_stalled,
+             "the quick corpus's grid25 run left longer: stalls at 1–3 of 25 modes, then loses them (toy/quality "
+             "0.47 at best, 0 by step ~1,600 over 2,500 steps)"),
     healthy("gauss1d_default", {"dataset": "gauss1d", "steps": 1500, "toy_every": 50},
             "DCGAN defaults on one Gaussian: fits by step ~300 (quality 0.95–1.0) with D at chance, flat"),
     healthy("trimodal_default", {"dataset": "trimodal1d", "steps": 1500, "toy_every": 50},

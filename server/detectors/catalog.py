@@ -350,7 +350,8 @@ SIGNATURES: tuple[Signature, ...] = (
              "fair (flat at a good fit is convergence; flat with no absolute measure is not judged); or regressing — the level (median of "
              "the last three) is worse than the best level by more than `regress_ratio` / `regress_abs`. Both "
              "tolerances grow to the series' own noise. Silent while nonfinite, exploding_grad, vanishing_g_grad, "
-             "d_not_learning, mode_collapse or d_overpowering is open: they explain the stall",
+             "mode_collapse or d_overpowering is open: they explain the stall (d_overpowering says so in its own "
+             "message); a D at chance (d_not_learning) does not, so both are reported",
         severity="warning", persistence="judged at each evaluation over the window; failing when the fit is bad",
         thresholds=(
             T("warmup_steps", 200, "A G fresh from its init matches nothing yet: evaluations before this step say "

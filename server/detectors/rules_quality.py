@@ -18,9 +18,10 @@ from ganscope.server.detectors.window import (
     MIN_POINTS, ONSET, Context, Finding, Series, Window, align, get, held, stat, tail,
 )
 
-# Alerts that already explain a stall; quality_stalled stays silent while one is open.
-EXPLAINS_STALL = frozenset({"nonfinite", "exploding_grad", "vanishing_g_grad", "d_not_learning", "mode_collapse",
-                            "d_overpowering"})
+# Alerts that already explain a stall; quality_stalled stays silent while one is open. d_not_learning is not
+# one: a D at chance says why G gets no signal, not that G is off the data — both are reported.
+# d_overpowering says in its own message when G's quality has stalled under it.
+EXPLAINS_STALL = frozenset({"nonfinite", "exploding_grad", "vanishing_g_grad", "mode_collapse", "d_overpowering"})
 
 
 def _local_level(v: np.ndarray, k: int = 11) -> np.ndarray:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
 from ganscope.server.detectors.verdict import LOOKBACK_EVALS, NAMES as VERDICT_NAMES, learning
-from ganscope.server.schema import Alert, MetricChunk, MetricLatest, Run
+from ganscope.server.schema import Alert, MetricLatest, Run
+from ganscope.server.store import metrics as metrics_store
 from ganscope.server.store.metrics import decode_steps
 from ganscope.server.store.util import iso, utcnow
 from ganscope.trainer.config import JobConfig
@@ -67,25 +68,28 @@ def _evaluations(session: Session, spans: dict[int, dict[str, tuple[int, int]]])
     chunks ending after its earliest needed step (ix_chunks_run_name_last): a few rows per run however
     long the run, since evaluations are sparse and a chunk holds 2,048 of them.
     """
-    conds = []
+    # Driver SQL (metrics._Sql, as ingest uses): building this OR of per-run clauses through the ORM cost
+    # more than running it.
+    sql = metrics_store._Sql(session)
+    clauses: list[str] = []
+    params: list[Any] = []
     for run_id, names in spans.items():
         lo = None
         for step, count in names.values():
             cadence = max(1.0, float(step) / max(int(count), 1))
             start = int(step - (LOOKBACK_EVALS + 1) * cadence)
             lo = start if lo is None else min(lo, start)
-        conds.append(and_(MetricChunk.run_id == run_id, MetricChunk.name.in_(list(names)),
-                          MetricChunk.last_step >= (lo or 0)))
+        clauses.append(f"(run_id = ? AND name IN ({', '.join('?' * len(names))}) AND last_step >= ?)")
+        params += [run_id, *names, lo or 0]
     out: dict[int, dict[str, tuple]] = {}
-    if not conds:
+    if not clauses:
         return out
     parts: dict[tuple[int, str], list[tuple[np.ndarray, np.ndarray]]] = {}
-    q = (select(MetricChunk.run_id, MetricChunk.name, MetricChunk.first_step, MetricChunk.last_step, MetricChunk.n,
-                MetricChunk.steps, MetricChunk.values)
-         .where(or_(*conds)).order_by(MetricChunk.run_id, MetricChunk.name, MetricChunk.last_step))
-    for r in session.execute(q).all():
-        parts.setdefault((r.run_id, r.name), []).append(
-            (decode_steps(r.steps, r.first_step, r.last_step, r.n), np.frombuffer(r.values, dtype=np.float64)))
+    rows = sql.rows('SELECT run_id, name, first_step, last_step, n, steps, "values" FROM metric_chunks WHERE '
+                    + " OR ".join(clauses) + " ORDER BY run_id, name, last_step", tuple(params))
+    for run_id, name, first, last, n, sb, vb in rows:
+        parts.setdefault((run_id, name), []).append(
+            (decode_steps(bytes(sb), first, last, n), np.frombuffer(bytes(vb), dtype=np.float64)))
     for (run_id, name), chunks in parts.items():
         st = np.concatenate([c[0] for c in chunks])[-LOOKBACK_EVALS:]
         va = np.concatenate([c[1] for c in chunks])[-LOOKBACK_EVALS:]
