@@ -103,6 +103,7 @@ def test_wgan_gp_frozen_critic_is_flagged():
     frozen = wgan_gp(n, np.zeros(n), 0.01, 1e-6, gp=1.0)  # a critic that outputs a constant: W ≈ 0, gp ≈ 1
     f = judge("d_not_learning", frozen, cfg)
     assert f is not None and f.evidence["cause"] == "chance" and "Wasserstein" in f.message
+    assert f.evidence["observed"]["loss/gp"]["median"] > 0.5  # the penalty says D's gradient is ~0
     # frozen weights count too, without BCE's "loss/d above 0.5" (a critic's loss has no such scale)
     still = {**wgan_gp(n, np.linspace(2, 1, n), 3.0, 0.2), "update/d/fc1": series(np.full(n, 1e-7)),
              "update/d/fc2": series(np.full(n, 2e-7))}

@@ -295,7 +295,7 @@ SIGNATURES: tuple[Signature, ...] = (
                     "the data needs to learn faster than G (two time-scale update rule) or more often.",
         remedy_config={"lr_d": 2e-4, "init": "normal", "init_std": 0.02},
         sources=("dcgan", "ttur", "deepdiagnosis", "goodfellow"),
-        metrics=("loss/d", "pred/real", "pred/fake", "score/real", "score/fake", "update/d/*", "loss/d_real",
+        metrics=("loss/d", "pred/real", "pred/fake", "score/real", "score/fake", "loss/gp", "update/d/*", "loss/d_real",
                  "loss/d_fake", "toy/fit", "toy/modes", "toy/quality", "quality/*"),
     ),
     Signature(

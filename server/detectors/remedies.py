@@ -36,6 +36,7 @@ class Change:
     source: str  # SOURCES key
     general: str  # the same advice in words, for a run that has no such knob
     only_without: str | None = None  # a fallback: proposed only when this knob does not exist
+    requires: str | None = None  # a companion change: kept only when the change to this knob is made
 
 
 def cite(key: str) -> str:
@@ -72,17 +73,30 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _valid(cfg: dict[str, Any], diff: dict[str, Any], kind: str) -> dict[str, Any]:
-    """Drop changes JobConfig refuses (with the rest of the run's config for worker jobs)."""
-    while diff:
-        base = {k: v for k, v in cfg.items() if k in FIELDS} if kind == "job" else {}
+    """The largest part of `diff` JobConfig accepts (with the rest of the run's config for worker jobs).
+
+    A field's own error drops that field; a combination refused by a model check (label smoothing under a
+    hinge loss, minibatch discrimination under WGAN-GP) drops changes one at a time, last proposed first."""
+    base = {k: v for k, v in cfg.items() if k in FIELDS} if kind == "job" else {}
+
+    def refused(d: dict[str, Any]) -> set[str] | None:
         try:
-            JobConfig.model_validate({**base, **diff})
-            return diff
+            JobConfig.model_validate({**base, **d})
+            return None
         except ValidationError as exc:
-            bad = {str(e["loc"][0]) for e in exc.errors() if e.get("loc")} & set(diff)
-            if not bad:
-                return {}
+            return {str(e["loc"][0]) for e in exc.errors() if e.get("loc")} & set(d)
+
+    while diff:
+        bad = refused(diff)
+        if bad is None:
+            return diff
+        if bad:
             diff = {k: v for k, v in diff.items() if k not in bad}
+            continue
+        for k in reversed(list(diff)):
+            if refused({x: v for x, v in diff.items() if x != k}) is None:
+                return {x: v for x, v in diff.items() if x != k}
+        return {}
     return diff
 
 
@@ -133,7 +147,11 @@ def tailor(sig_id: str, config: dict[str, Any] | None, evidence: dict[str, Any] 
     for i in range(start, len(rungs)):
         concrete, advice = _rung(cfg, rungs[i], kind)
         diff = _valid(cfg, {ch.knob: ch.value for ch, _ in concrete}, kind)
-        advice += [ch for ch, _ in concrete if ch.knob not in diff]
+        # a companion whose main change did not survive goes too (label smoothing off without the hinge loss)
+        orphans = {ch.knob for ch, _ in concrete if ch.requires is not None and ch.requires not in diff}
+        diff = {k: v for k, v in diff.items() if k not in orphans}
+        advice += [ch for ch, _ in concrete if ch.knob not in diff and ch.knob not in orphans]
+        advice = [ch for ch in advice if ch.requires is None or ch.requires in diff]
         concrete = [(ch, cur) for ch, cur in concrete if ch.knob in diff]
         if concrete or (advice and kind == "sdk"):
             chosen = (i, concrete, advice, diff)

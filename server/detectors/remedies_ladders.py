@@ -74,7 +74,9 @@ def _d_overpowering(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[
                        "dominates; the same differentiable augmentation on real and fake stops that",
                        "diffaugment", "augment real and fake images alike before D (DiffAugment)"))
     fourth = [C("loss", "hinge", "the hinge loss with a spectrally normalised D is the SN-GAN/BigGAN recipe",
-                "hinge", "switch to the hinge loss")] if _bce(cfg, kind) else []
+                "hinge", "switch to the hinge loss"),
+              C("label_smoothing", 1.0, "a hinge loss has no BCE target to smooth", "hinge",
+                "drop label smoothing with the hinge loss", requires="loss")] if _bce(cfg, kind) else []
     return [first, second, third, fourth]
 
 
@@ -101,7 +103,9 @@ def _vanishing(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[list[
               C("lr_d", lr_g / 2, "D at half G's rate so it saturates more slowly", "ttur",
                 "set D's learning rate to half G's", only_without="spectral_norm")]
     third = [C("loss", "hinge", "the hinge loss gives G a gradient of constant size whatever D says", "hinge",
-               "switch to the hinge loss")] if _bce(cfg, kind) else []
+               "switch to the hinge loss"),
+             C("label_smoothing", 1.0, "a hinge loss has no BCE target to smooth", "hinge",
+               "drop label smoothing with the hinge loss", requires="loss")] if _bce(cfg, kind) else []
     return [first, second, third]
 
 

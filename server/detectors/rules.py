@@ -248,14 +248,23 @@ def _chance(recent: Window, th: dict[str, float], ctx: Context, family: str,
         cond = np.abs(v) < th["score_gap"] * (5 if wide else 1)
         judged, level_name = (steps, v), "score/real − score/fake"
         obs[level_name] = {"threshold": float(th["score_gap"] * (5 if wide else 1)), "op": "|·| <"}
+        gp = get(recent, "loss/gp")
+        if gp is not None:  # (‖∇D‖ − 1)² near 1 is a critic whose input gradient is ~0: flat, not learning
+            obs["loss/gp"] = stat(tail(gp[0], gp[1], int(gp[0][-1]), th["window"]))
     else:
         ld, note = scale.d_loss(recent, ctx)
         if ld is None:
             return None
         levels = scale.chance_levels(recent, ctx, family)
-        w_end = ld[0][-1] - th["window"]
-        med = float(np.median(ld[1][ld[0] > w_end]))
-        c = min(levels, key=lambda x: abs(x - med))  # an unknown reduction: whichever chance level fits
+        lw = ld[1][ld[0] > ld[0][-1] - th["window"]]
+        # Cheap exit (the common case: a D that has left chance): too few of the window's points near any
+        # chance level to hold.
+        near = [c for c in levels if (np.abs(lw - c) < band * (c / scale.LN4 if family == "bce" else 1.0)).mean()
+                >= th["hold_frac"]]
+        if not near:
+            return None
+        med = float(np.median(lw))
+        c = min(near, key=lambda x: abs(x - med))  # an unknown reduction: whichever chance level fits
         if family == "bce":
             pr, pf = get(recent, "pred/real"), get(recent, "pred/fake")
             if pr is None or pf is None:
