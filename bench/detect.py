@@ -32,12 +32,12 @@ from tests.scenarios import Metrics  # noqa: E402
 
 
 def quality_fell(m: Metrics) -> int | None:
-    """Past step 200: the first evaluation whose toy/quality level (median of three) is 0.1 below the best
-    level before it — G lost samples it had placed on the modes."""
+    """Past step 200: the first evaluation whose toy/quality level (median of three) is 0.15 below the best
+    level before it — G lost a sixth of the samples it had placed on the modes."""
     s, q = m["toy/quality"]
     lv = np.array([np.median(q[max(0, i - 2):i + 1]) for i in range(q.size)])
     for i in range(q.size):
-        if s[i] >= 200 and i > 2 and lv[i] < lv[:i][s[:i] >= 200].max(initial=-1.0) - 0.1:
+        if s[i] >= 200 and i > 2 and lv[i] < lv[:i][s[:i] >= 200].max(initial=-1.0) - 0.15:
             return int(s[i])
     return None
 

@@ -223,10 +223,11 @@ def _theil_sen(x: np.ndarray, y: np.ndarray) -> float:
 def trend(window: Window, ctx: Context, th: Mapping[str, float], m: Measure | None = None) -> Trend:
     """Is G getting better on its primary measure? Judged over the last `window_evals` evaluations.
 
-    improving: the robust slope over the window gains more than the tolerance (in `better` units: a log
-    ratio for distances, an absolute fraction otherwise); regressing: otherwise, the current level (median
-    of three) is worse than the best level reached by more than the regression tolerance; stalled: neither.
-    Both tolerances grow with the series' own noise (the robust spread of its residuals around that line).
+    regressing: the current level (median of three) is worse than the best level reached by more than the
+    regression tolerance, and the last `window_evals` evaluations are not climbing back; improving: the
+    robust slope over the window gains more than the tolerance (in `better` units: a log ratio for
+    distances, an absolute fraction otherwise); stalled: neither.
+    Both tolerances grow with the series' own noise (robustly, from its second differences).
     """
     m = m or primary(window, ctx)
     if m is None:
@@ -248,23 +249,27 @@ def trend(window: Window, ctx: Context, th: Mapping[str, float], m: Measure | No
     ws, wy = steps[-k:], y[-k:]
     slope = _theil_sen(ws, wy)
     change = slope * float(ws[-1] - ws[0])
-    # The evaluations' own noise: the robust spread of their residuals around the window's trend line
-    # (differences between successive evaluations would count a steady gain as noise).
-    resid = wy - slope * (ws - ws[0]).astype(np.float64)
-    noise = 1.4826 * _med(np.abs(resid - _med(resid)))
+    # The evaluations' own noise, from second differences (y[i+1] − 2y[i] + y[i−1] has 6σ² of variance for
+    # white noise and cancels a steady trend, so neither a gain nor a rise-then-fall counts as noise).
+    d2 = wy[2:] - 2 * wy[1:-1] + wy[:-2]
+    noise = 1.4826 * _med(np.abs(d2 - _med(d2))) / math.sqrt(6) if d2.size >= 3 else 0.0
     # ratios become log ratios on the `better` scale (a 10% better KID is a gain of log 1.1); a gain must
     # also exceed what noise alone moves a fitted line by across k evaluations (σ·√(12/k)), a fall from
-    # the best level twice the noise
+    # the best level three times the noise (the best of many noisy levels sits high by itself)
     tol_up = max(math.log1p(th["improve_ratio"]) if m.ratio else th["improve_abs"], noise * math.sqrt(12 / k))
-    tol_down = max(math.log1p(th["regress_ratio"]) if m.ratio else th["regress_abs"], 2 * noise)
+    tol_down = max(math.log1p(th["regress_ratio"]) if m.ratio else th["regress_abs"], 3 * noise)
     best_i = int(np.argmax(lv))
     drop = float(lv[best_i] - lv[-1])
-    if change > tol_up:
+    if drop > tol_down and n >= th["min_evals"]:
+        # Fallen from its best: regressing, unless the last few evaluations are climbing back (a rise earlier
+        # in a long window must not hide a fall since).
+        r = int(min(th["window_evals"], n))
+        back = _theil_sen(steps[-r:], y[-r:]) * float(steps[-1] - steps[-r])
+        verdict = "improving" if back > tol_up else "regressing"
+    elif change > tol_up:
         verdict = "improving"  # a clear gain needs only a level's worth of evaluations
     elif n < th["min_evals"]:
         return Trend("unknown", m.name, n)  # calling a stall or a regression needs more of them
-    elif drop > tol_down:
-        verdict = "regressing"
     else:
         verdict = "stalled"
 
