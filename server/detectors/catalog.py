@@ -175,7 +175,8 @@ SIGNATURES: tuple[Signature, ...] = (
         meaning="G maps many z to few outputs. The losses can look ideal (D at chance): D is confused by a "
                 "G that covers one mode well, so only the sample spread and mode coverage reveal it.",
         rule="after `warmup_steps`, at ≥ `hold_frac` of the points: sample/diversity (G's batch spread ÷ the real "
-             "batch's) below `diversity_min` over the last `diversity_window` steps; or, where modes are counted "
+             "batch's) below `diversity_min` over the last `diversity_window` steps, unless it doubled over twice that "
+             "span (`expanding_ratio`: still spreading out); or, where modes are counted "
              "(toy/modes on mixtures, quality/modes of quality/modes_total on `shapes`), over the last `window` "
              "steps G's samples cover at least one and at most `modes_frac` of the modes while they are "
              "concentrated — mostly good (toy/quality or quality/recognisable ≥ `quality_min`) or spread under "
@@ -198,6 +199,10 @@ SIGNATURES: tuple[Signature, ...] = (
             T("spread_concentrated", 0.1, "Samples within a tenth of the data's spread are concentrated whatever "
               "their quality: a 1-D G at 1 of 3 modes with a spread of 0.012 measured only 10–40% good samples, "
               "and was collapsed. Healthy toy runs spread past 0.1 within ~100 steps of warm-up."),
+            T("expanding_ratio", 2.0, "A spread that doubled over the last two spread windows is a G still "
+              "spreading out of its near-constant init, not one collapsing: WGAN-GP with five critic steps per G "
+              "step at lr 1e-4 grew its ring8 spread from 0.004 to 0.05 over steps 60–400, doubling every ~60 "
+              "steps. Collapsing spreads fall or stay flat."),
             T("exit_factor", 3.0, "Hysteresis: an open spread alert closes only once the spread is back above 3× "
               "the line; a spread creeping from 0.009 to 0.012 has not recovered."),
             T("warmup_steps", 150, "Under N(0, 0.02) init G starts as a near-constant map (spread ~1e-4 of the "

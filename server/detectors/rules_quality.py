@@ -65,6 +65,14 @@ def mode_collapse(recent: Window, early: Window, th: dict[str, float], ctx: Cont
             cadence = float(np.median(np.diff(ks[-20:]))) if ks.size > 1 else 1.0
             win = max(th["diversity_window"], 5 * cadence)
             ok, onset, frac = held(ks, cond, win, th["hold_frac"])
+            if ok and not is_open:
+                # A spread that doubled over the last two windows is a G still spreading out of its
+                # near-constant init, not one collapsing (levels: medians of a quarter-window now and then).
+                end = int(s[-1])
+                now = v[s > end - win / 4]
+                then = v[(s > end - 2 * win) & (s <= end - 2 * win + win / 4)]
+                if then.size and now.size and np.median(now) >= th["expanding_ratio"] * np.median(then):
+                    ok = False
             if ok:
                 end = int(s[-1])
                 findings.append((onset, end, "sample/diversity",
