@@ -159,7 +159,7 @@ def tailor(sig_id: str, config: dict[str, Any] | None, evidence: dict[str, Any] 
         beyond += advice
     if chosen is None:
         text = (f"{sig.remedy_text} Every remedy this catalog proposes for {sig_id} as a config change is already "
-                "in this run's config" + ("; beyond this trainer's knobs: " + "; ".join(
+                "in this run's config" + ("; not config changes this trainer accepts here: " + "; ".join(
                     f"{ch.general} ({cite(ch.source)})" for ch in _unique(beyond)) if beyond else "") + ".")
         return {"text": text, "config": {}, "sources": [SOURCES[s] for s in sig.sources], "level": len(rungs),
                 "changes": [], "advice": [{"knob": ch.knob, "text": ch.general, "source": SOURCES[ch.source]}
@@ -176,7 +176,7 @@ def tailor(sig_id: str, config: dict[str, Any] | None, evidence: dict[str, Any] 
         parts.append("Change " + "; ".join(f"{ch.knob} {fmt(cur)} → {fmt(ch.value)}: {ch.why} ({cite(ch.source)})"
                                            for ch, cur in concrete) + ".")
     if advice:
-        lead = "In your script: " if kind == "sdk" else "Beyond this trainer's knobs: "
+        lead = "In your script: " if kind == "sdk" else "Not a config change this trainer accepts here, but: "
         parts.append(lead + "; ".join(f"{ch.general} ({cite(ch.source)})" for ch in advice) + ".")
     used = list(dict.fromkeys([ch.source for ch, _ in concrete] + [ch.source for ch in advice]))
     return {
