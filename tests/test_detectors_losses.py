@@ -178,3 +178,36 @@ def test_declared_layers_order_the_first_layer():
     f = judge("vanishing_g_grad", grads, {"layers": layers}, kind="sdk")
     assert f is not None and f.evidence["metrics"][0] == "grad/g/l1"
     assert judge("vanishing_g_grad", grads, {}, kind="sdk") is None  # natural order: conv_blocks.0 first
+
+
+def test_forgetting_a_run_rebuilds_its_state_with_the_new_config(tmp_path):
+    """An SDK run declares its layer order mid-run: after hook.forget the next batch reads the new config."""
+    from ganscope.server.db import Database
+    from ganscope.server.detectors import hook
+    from ganscope.server.live import Broker
+    from ganscope.server.schema import Run
+    from ganscope.server.store import metrics, runs
+    from ganscope.server.store.migrate import migrate
+    from ganscope.trainer.config import JobConfig
+
+    db = Database(f"sqlite:///{tmp_path / 'f.db'}")
+    migrate(db)
+    with db.write() as s:
+        run_id = runs.create_job(s, JobConfig(dataset="ring8")).id
+    broker = Broker()
+    batch = {"loss/d": (np.arange(1, 51, dtype=np.int64), np.full(50, 0.9))}
+    with db.write() as s:
+        metrics.append(s, run_id, batch)
+    hook.process_ingest(db, broker, run_id, batch)
+    assert hook.engine_for(db).get(run_id).ctx.layers is None
+    with db.write() as s:
+        s.get(Run, run_id).config = {**s.get(Run, run_id).config, "layers": {"g": ["l1", "conv_blocks.0"]}}
+    hook.forget(db, run_id)
+    assert hook.engine_for(db).get(run_id) is None
+    nxt = {"loss/d": (np.arange(51, 101, dtype=np.int64), np.full(50, 0.9))}
+    with db.write() as s:
+        metrics.append(s, run_id, nxt)
+    hook.process_ingest(db, broker, run_id, nxt)
+    det = hook.engine_for(db).get(run_id)
+    assert det.ctx.layers == {"g": ["l1", "conv_blocks.0"]} and det.recent["loss/d"][0][0] == 1  # history reloaded
+    db.dispose()

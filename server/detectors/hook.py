@@ -120,6 +120,15 @@ def _load(db: Database, run_id: int, batch: dict[str, tuple[np.ndarray, np.ndarr
         return det
 
 
+def forget(db: Database, run_id: int) -> None:
+    """Drop a run's in-memory detector state, so its next batch rebuilds it from the store. Call it after
+    a run's stored config changes (an SDK run declaring its layer order or loss mid-run): the rules read
+    the config once, when the state is built."""
+    eng = _ENGINES.get(db)
+    if eng is not None:
+        eng.drop(run_id)
+
+
 def process_ingest(db: Database, broker: Broker, run_id: int,
                    series: dict[str, tuple[np.ndarray, np.ndarray]], nonfinite: int | None = None) -> bool:
     """Queue a committed batch for the run's detectors and judge it when due; persist and publish changes.
