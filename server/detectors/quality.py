@@ -41,10 +41,11 @@ class Measure:
 
 M = Measure
 MEASURES: tuple[Measure, ...] = (
-    M("toy/fit", False, True, 0.1, 0.5,
-      "The trainer's scale-free distance between real and generated toy samples (1-D Wasserstein-1, 2-D "
-      "energy distance, each normalised by the real data's spread). Under 0.1 G is within a tenth of the "
-      "data's spread of it — a fit; past 0.5 it is off by half the spread, whatever the losses say."),
+    M("toy/fit", False, True, 0.3, 1.0,
+      "The trainer's scale-free distance between real and generated toy samples, in units of the data's "
+      "standard deviation (docs/metrics.md). 0.3 is its documented good-fit line (real against real stays "
+      "under 0.1; a G shifted by a tenth of a standard deviation reads 0.1–0.26); past 1.0 G is a whole "
+      "standard deviation off — collapsing bimodal1d onto one of its modes reads about 1 or more."),
     M("toy/modes", True, False, 0.9, 0.5,
       "Modes holding a fair share of G's good samples, as a fraction of the mixture's modes (PacGAN's and "
       "VEEGAN's count). All but a tenth is a match; half or fewer lost is a failure (bimodal on one mode, "
