@@ -157,9 +157,12 @@ def fit(window: Window, ctx: Context) -> Fit:
         if m.good is None and m.bad is None:
             continue
         s = values(window, m, ctx)
-        if s is None or s[0][-1] < warmup:
+        if s is None:
             continue
-        x = level(s[1][s[0] >= warmup])
+        after = s[1][s[0] >= warmup]
+        if after.size < LEVEL_EVALS:
+            continue  # a level needs three evaluations past warm-up: one noisy evaluation never decides
+        x = level(after)
         state = "bad" if m.is_bad(x) else "good" if m.is_good(x) else "fair"
         readings[m.name] = {"level": x, "step": int(s[0][-1]), "state": state, "good": m.good, "bad": m.bad,
                             "better": "higher" if m.higher_better else "lower"}
@@ -213,6 +216,11 @@ def _levels(y: np.ndarray) -> np.ndarray:
     return a + b + c - np.maximum(np.maximum(a, b), c) - np.minimum(np.minimum(a, b), c)
 
 
+def _shown(x: float, m: Measure) -> float:
+    """Back from the `better` scale to the measure's own."""
+    return float(math.exp(-x)) if m.ratio else (x if m.higher_better else -x)
+
+
 def _theil_sen(x: np.ndarray, y: np.ndarray) -> float:
     """Median of the pairwise slopes: a straight-line trend that one wild evaluation cannot tilt."""
     i, j = np.triu_indices(x.size, k=1)
@@ -225,7 +233,8 @@ def trend(window: Window, ctx: Context, th: Mapping[str, float], m: Measure | No
     """Is G getting better on its primary measure? Judged over the last `window_evals` evaluations.
 
     regressing: the current level (median of three) is worse than the best level reached by more than the
-    regression tolerance, and the last `window_evals` evaluations are not climbing back; improving: the
+    regression tolerance, still short of the measure's good line (a wobble among good fits is no regression),
+    and the last `window_evals` evaluations are not climbing back; improving: the
     robust slope over the window gains more than the tolerance (in `better` units: a log ratio for
     distances, an absolute fraction otherwise); stalled: neither.
     Both tolerances grow with the series' own noise (robustly, from its second differences).
@@ -261,7 +270,7 @@ def trend(window: Window, ctx: Context, th: Mapping[str, float], m: Measure | No
     tol_down = max(math.log1p(th["regress_ratio"]) if m.ratio else th["regress_abs"], 3 * noise)
     best_i = int(np.argmax(lv))
     drop = float(lv[best_i] - lv[-1])
-    if drop > tol_down and n >= th["min_evals"]:
+    if drop > tol_down and n >= th["min_evals"] and not m.is_good(_shown(float(lv[-1]), m)):
         # Fallen from its best: regressing, unless the last few evaluations are climbing back (a rise earlier
         # in a long window must not hide a fall since).
         r = int(min(th["window_evals"], n))
@@ -274,8 +283,8 @@ def trend(window: Window, ctx: Context, th: Mapping[str, float], m: Measure | No
     else:
         verdict = "stalled"
 
-    def shown(x: float) -> float:  # back from the `better` scale to the metric's own
-        return float(math.exp(-x)) if m.ratio else (x if m.higher_better else -x)
+    def shown(x: float) -> float:
+        return _shown(x, m)
 
     if m.ratio:  # change is a gain in −log(value): the value went down by exp(change)
         text = (f"{math.exp(change):.2f}× better" if change >= 0 else f"{math.exp(-change):.2f}× worse") + \

@@ -307,6 +307,7 @@ def d_not_learning(recent: Window, early: Window, th: dict[str, float], ctx: Con
     D at chance is the goal once G matches the data: with a fit measure saying so, it is healthy."""
     family = ctx.family(recent)
     ft = q.fit(recent, ctx)
+    tr = q.trend(recent, ctx, ctx.quality_th()) if ft.state == "bad" else None
     cands: list[tuple[str, np.ndarray, np.ndarray]] = []  # (why, steps, per-point condition)
     obs: dict[str, Any] = {}
     fit_note = None
@@ -314,15 +315,21 @@ def d_not_learning(recent: Window, early: Window, th: dict[str, float], ctx: Con
         if ft.state in ("good", "fair"):
             fit_note = (f"not judged at chance: the fit measures say G {'matches' if ft.state == 'good' else 'partly matches'} "
                         f"the data ({ft.describe()}), so D at chance is the equilibrium GANs aim for")
+        elif tr is not None and tr.verdict == "improving":
+            fit_note = (f"not judged at chance: G does not match the data yet but is getting closer ({tr.summary()}), "
+                        "so D at chance still guides it")
         else:
+            if tr is not None and tr.verdict == "unknown":
+                ft = q.Fit("unknown", ft.readings)  # a bad fit with no trend yet: only a frozen D counts
             found = _chance(recent, th, ctx, family, ft)
             if found is not None:
                 (steps, _), cond, o, how = found
                 cands.append(("chance", steps, cond))
                 obs.update(o)
-                fit_note = (f"G does not match the data: {ft.describe()}" if ft.state == "bad" else
-                            "no fit measure is logged (toy/fit, quality/*): D at chance cannot be told from an "
-                            "equilibrium with a good fit, so only a frozen loss/d counts")
+                fit_note = (f"G does not match the data and is not getting closer: {ft.describe()}"
+                            if ft.state == "bad" else
+                            "no fit measure (toy/fit, quality/*) has a level and a trend yet: D at chance cannot be "
+                            "told from an equilibrium with a good fit, so only a frozen loss/d counts")
     ld, note = scale.d_loss(recent, ctx)
     ups = weight_layers(recent, "update", "d", ctx) or layer_names(recent, "update/d/", ctx.memo)
     if ld is not None and ups:
