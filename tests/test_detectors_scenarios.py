@@ -18,6 +18,9 @@ from ganscope.server.detectors.rules import Context, weight_layers
 from tests.scenarios import QUICK, Outcome, run
 
 MAX_DELAY = 100  # steps from the symptom's onset to the alert (the issue's target)
+# The module's fixture trains every QUICK scenario (about 20 tiny runs, 3–6 minutes on a loaded 2-core
+# machine), which the suite's 300 s default would cut short.
+pytestmark = pytest.mark.timeout(1200)
 LN4 = 2 * math.log(2)
 
 
@@ -36,6 +39,7 @@ def test_corpus_covers_every_signature_on_toy_sets_and_images():
     assert {"ring8", "grid25", "shapes"} <= sets
     assert any(not sc.expect and sc.config["dataset"] == "shapes" for sc in QUICK)
     assert any(not sc.expect and sc.config["dataset"] in ("ring8", "grid25") for sc in QUICK)
+    assert any(not sc.expect and sc.config["dataset"] in ("gauss1d", "trimodal1d") for sc in QUICK)
     collapse_sets = {sc.config["dataset"] for sc in QUICK if "mode_collapse" in sc.expect}
     assert "shapes" in collapse_sets and collapse_sets - {"shapes"}  # collapse on images and on toy sets
 
@@ -64,6 +68,27 @@ def test_mode_collapse_is_flagged_while_the_losses_look_ideal(outcomes):
     assert abs(float(np.median(around)) - LN4) < 0.05  # D at equilibrium: the losses alone say "fine"
     ts, modes = o.metrics["toy/modes"]
     assert np.all(modes[(ts > at - 100) & (ts <= at)] <= 1)
+
+
+def test_equilibrium_at_a_good_fit_is_healthy(outcomes):
+    """D at chance — frozen-flat, real and fake scored alike — while G matches the data: no alert."""
+    o = outcomes["gauss1d_equilibrium"]
+    s, ld = o.metrics["loss/d"]
+    late = s > 350
+    assert abs(float(np.median(ld[late])) - LN4) < 0.01 and float(np.subtract(*np.percentile(ld[late], [75, 25]))) < 0.002
+    gap = np.abs(o.metrics["pred/real"][1] - o.metrics["pred/fake"][1])[late]
+    assert float(np.median(gap)) < 0.005
+    ts, q = o.metrics["toy/quality"]
+    assert float(np.median(q[ts > 350])) > 0.9  # G fits: what tells this equilibrium from a stuck D
+    assert o.fired == {}
+
+
+def test_a_run_that_never_fits_is_flagged_while_its_losses_look_ordinary(outcomes):
+    o = outcomes["ring8_no_fit"]
+    at = o.fired["quality_stalled"]
+    s, ld = o.metrics["loss/d"]
+    assert 0.3 < float(np.median(ld[(s > at - 200) & (s <= at)])) < 1.3  # nothing odd in D's loss
+    assert o.severities["quality_stalled"] == "failing"  # the fit is bad, not just flat
 
 
 def test_image_collapse_is_far_below_healthy_images_with_gs_gradient_alive(outcomes):

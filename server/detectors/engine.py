@@ -5,8 +5,14 @@
 same batches {name: (steps, values)} and get back the alert changes to persist.
 
 Windows stay in memory: the trailing KEEP_STEPS steps of every metric plus the run's
-first EARLY_STEPS steps (baselines for "against its own early level" and step-0 weights).
-After a server restart the hook rebuilds both from the store (`add`, then judging resumes).
+first EARLY_STEPS steps (baselines for "against its own early level" and step-0 weights);
+sparse evaluation series (quality/*, toy/*) keep their last SPARSE_POINTS points instead,
+however many steps apart they are. After a server restart the hook rebuilds them from the
+store (`add`, then judging resumes).
+
+An alert has one onset: its first_step is set when it opens and never moves later; every
+update re-tells the rule's finding from that onset (Finding.at_onset), so the message, the
+API's first_step and the evidence window the charts shade agree.
 """
 
 from __future__ import annotations
@@ -19,10 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from ganscope.server.detectors.catalog import BY_ID, SEVERITY_RANK, remedy_for, thresholds_for
+from ganscope.server.detectors.catalog import BY_ID, SEVERITY_RANK, thresholds_for
+from ganscope.server.detectors.quality import PREFIXES as SPARSE
+from ganscope.server.detectors.remedies import tailor
 from ganscope.server.detectors.rules import RULES, Context, Finding, Series
 
 KEEP_STEPS = 400  # > the largest rule window (oscillation: 200) with room for the onset search
+SPARSE_POINTS = 64  # evaluations kept per quality/toy series: trends read the last few dozen at most
 TRIM_SLACK = 200  # the windows may hold up to this many steps more than KEEP_STEPS between trims
 EARLY_STEPS = 100  # the run's first steps: early gradient levels, step-0 weights, parameter counts
 # Rules judged on the early window only: once it is complete their verdict cannot change.
@@ -30,10 +39,10 @@ STATIC = ("poor_init", "capacity_imbalance")
 # Steps between two runs of a rule. Flushes bring >= 20 steps in the common case, so this only thins out
 # the small, time-driven flushes of slow runs; oscillation's 200-step verdict moves slowly.
 CADENCE = {"d_overpowering": 20, "vanishing_g_grad": 20, "exploding_grad": 10, "mode_collapse": 20,
-           "oscillation": 50, "d_not_learning": 20}
+           "oscillation": 50, "d_not_learning": 20, "quality_stalled": 20}
 # Series the windowed rules read; of every other series (weights, G's updates, lr, perf...) the recent
 # window keeps only non-finite points, for the nonfinite rule — a third of the merging work.
-WATCHED = ("loss/", "pred/", "grad/", "update/d/", "sample/", "toy/")
+WATCHED = ("loss/", "pred/", "score/", "grad/", "update/d/", "sample/", "toy/", "quality/")
 
 
 @dataclass
@@ -48,6 +57,7 @@ class AlertState:
     status: str = "open"
     id: int | None = None  # database id once persisted
     opened_step: int = -1  # the latest ingested step when it opened: detection time, for the corpus
+    severities: list[str] = field(default_factory=list)  # every severity it has had, in order (the corpus)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "signature": self.signature, "severity": self.severity, "status": self.status,
@@ -59,6 +69,7 @@ class AlertState:
 class Change:
     kind: str  # "open" | "update" | "close"
     alert: AlertState
+    escalated: bool = False  # an update that made it failing (on_failure: stop acts on it as on an opening)
 
 
 def _merge(old: Series | None, s: np.ndarray, v: np.ndarray) -> Series:
@@ -87,6 +98,7 @@ class RunDetector:
 
     config: Mapping[str, Any] | None = None
     alerts: Iterable[AlertState] = ()
+    kind: str = "job"  # "job" | "sdk": an SDK run's config holds only what its user declared
     recent: dict[str, Series] = field(default_factory=dict, init=False)
     early: dict[str, Series] = field(default_factory=dict, init=False)
     origin: int | None = field(default=None, init=False)  # the run's first step
@@ -106,9 +118,12 @@ class RunDetector:
 
     def __post_init__(self) -> None:
         self.config = dict(self.config or {})
-        self.ctx = Context.from_config(self.config)
+        self.ctx = Context.from_config(self.config, self.kind)
         overrides = self.config.get("detectors") or {}
+        if not isinstance(overrides, Mapping):
+            overrides = {}
         self.th = {sig: thresholds_for(sig, overrides) for sig in RULES}
+        self.ctx.quality = self.th["quality_stalled"]  # every quality trend reads the same (overridable) lines
         for a in self.alerts:
             if a.status == "open":
                 self.open[a.signature] = a
@@ -185,6 +200,10 @@ class RunDetector:
         if cut > self._trimmed + TRIM_SLACK:
             views: dict[int, tuple[np.ndarray, int]] = {}  # shared steps stay shared after the trim
             for name, (rs, rv) in self.recent.items():
+                if name.startswith(SPARSE):
+                    if rs.size > SPARSE_POINTS:  # evaluations: the last few dozen, however old
+                        self.recent[name] = (rs[-SPARSE_POINTS:], rv[-SPARSE_POINTS:])
+                    continue
                 if rs.size and rs[0] <= cut:
                     if id(rs) not in views:
                         i = int(np.searchsorted(rs, cut, side="right"))
@@ -215,6 +234,7 @@ class RunDetector:
     def _run(self, sig: str) -> Finding | None:
         if sig in STATIC and sig in self._static:
             return self._static[sig]
+        self.ctx.open = frozenset(self.open)  # rules with hysteresis or deference read what is open
         f = RULES[sig](self.recent, self.early, self.th[sig], self.ctx)
         if sig in STATIC and self.origin is not None and self.step >= self.origin + EARLY_STEPS:
             self._static[sig] = f  # the early window is complete: the verdict is final
@@ -233,15 +253,23 @@ class RunDetector:
                 sev = f.severity or BY_ID[sig].severity
                 if cur is None:
                     a = AlertState(sig, sev, f.first_step, f.last_step, f.message, f.evidence,
-                                   remedy_for(sig, self.config), opened_step=self.step)
+                                   tailor(sig, dict(self.config or {}), f.evidence, self.kind),
+                                   opened_step=self.step, severities=[sev])
                     self.open[sig] = a
                     self.history.append(a)
                     changes.append(Change("open", a))
                 elif f.last_step > cur.last_step or sev != cur.severity:
-                    cur.last_step = max(cur.last_step, f.last_step)
-                    cur.first_step = min(cur.first_step, f.first_step)
-                    cur.severity, cur.message, cur.evidence = sev, f.message, f.evidence
-                    changes.append(Change("update", cur))
+                    # One onset per alert: never later than when it opened; the rule's finding is told from it.
+                    told = f.at_onset(min(cur.first_step, f.first_step))
+                    escalated = sev == "failing" and cur.severity != "failing"
+                    cur.first_step, cur.last_step = told.first_step, max(cur.last_step, told.last_step)
+                    cur.message, cur.evidence = told.message, told.evidence
+                    if "window" in cur.evidence:
+                        cur.evidence["window"] = [cur.first_step, cur.last_step]
+                    if sev != cur.severity:
+                        cur.severities.append(sev)
+                    cur.severity = sev
+                    changes.append(Change("update", cur, escalated))
             elif cur is not None and self._recovered(sig, cur):
                 cur.status = "closed"
                 del self.open[sig]

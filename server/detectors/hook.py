@@ -27,7 +27,9 @@ from sqlalchemy import select
 
 from ganscope.server import notify
 from ganscope.server.db import Database
-from ganscope.server.detectors.engine import EARLY_STEPS, KEEP_STEPS, AlertState, Change, Engine, RunDetector
+from ganscope.server.detectors.engine import (
+    EARLY_STEPS, KEEP_STEPS, SPARSE, SPARSE_POINTS, AlertState, Change, Engine, RunDetector,
+)
 from ganscope.server.live import Broker
 from ganscope.server.schema import Alert, MetricLatest, Run
 from ganscope.server.store import alerts as alerts_store
@@ -97,10 +99,11 @@ def _load(db: Database, run_id: int, batch: dict[str, tuple[np.ndarray, np.ndarr
         alerts = [AlertState(a.signature, a.severity, a.first_step, a.last_step, a.message, a.evidence or {},
                              a.remedy or {}, status=a.status, id=a.id)
                   for a in alerts_store.list_for_run(s, run_id, "open")]
-        det = RunDetector(run.config or {}, alerts)
-        # metric_latest's primary key: every name of the run with its point count
-        counts = dict(s.execute(select(MetricLatest.name, MetricLatest.count)
-                                .where(MetricLatest.run_id == run_id)).all())
+        det = RunDetector(run.config or {}, alerts, kind=run.kind or "job")
+        # metric_latest's primary key: every name of the run with its point count and latest step
+        rows = s.execute(select(MetricLatest.name, MetricLatest.count, MetricLatest.step)
+                         .where(MetricLatest.run_id == run_id)).all()
+        counts = {r[0]: r[1] for r in rows}
         if all(counts.get(n) == st.size for n, (st, _) in batch.items()) and set(counts) <= set(batch):
             return det
         names = list(counts)
@@ -108,7 +111,23 @@ def _load(db: Database, run_id: int, batch: dict[str, tuple[np.ndarray, np.ndarr
         if int(run.step) > EARLY_STEPS:
             start = max(int(run.step) - KEEP_STEPS, EARLY_STEPS + 1)
             det.add(metrics_store.read_raw(s, run_id, names, start=start))
+        # Evaluations (quality/*, toy/*) are kept by count: read back about their last SPARSE_POINTS.
+        for name, count, step in rows:
+            if name.startswith(SPARSE) and count > 0 and int(step) > EARLY_STEPS:
+                cadence = max(1.0, float(step) / max(int(count), 1))
+                start = max(int(step - 2 * SPARSE_POINTS * cadence), EARLY_STEPS + 1)
+                if start < int(run.step) - KEEP_STEPS:
+                    det.add(metrics_store.read_raw(s, run_id, [name], start=start, end=int(run.step) - KEEP_STEPS - 1))
         return det
+
+
+def forget(db: Database, run_id: int) -> None:
+    """Drop a run's in-memory detector state, so its next batch rebuilds it from the store. Call it after
+    a run's stored config changes (an SDK run declaring its layer order or loss mid-run): the rules read
+    the config once, when the state is built."""
+    eng = _ENGINES.get(db)
+    if eng is not None:
+        eng.drop(run_id)
 
 
 def process_ingest(db: Database, broker: Broker, run_id: int,
@@ -181,7 +200,8 @@ def _persist(db: Database, broker: Broker, run_id: int, det: RunDetector, change
             run.health = health
             status_changed = True
         policy = (run.config or {}).get("on_failure", "warn")
-        failing = [ch.alert for ch in changes if ch.kind == "open" and ch.alert.severity == "failing"]
+        failing = [ch.alert for ch in changes
+                   if (ch.kind == "open" or ch.escalated) and ch.alert.severity == "failing"]
         if policy == "stop" and failing and run.control is None and run.status in ("queued", "running"):
             a = failing[0]
             run.control = "stop"

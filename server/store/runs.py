@@ -6,10 +6,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import case, delete, func, or_, select
 from sqlalchemy.orm import Session
 
+from ganscope.server.detectors.verdict import LOOKBACK_EVALS, NAMES as VERDICT_NAMES, learning
 from ganscope.server.schema import Alert, MetricLatest, Run, RunTag
+from ganscope.server.store import metrics as metrics_store
+from ganscope.server.store.metrics import decode_steps
 from ganscope.server.store.util import iso, utcnow
 from ganscope.trainer.config import SDK_KEY_KNOBS, JobConfig
 
@@ -75,17 +79,59 @@ def _key_config(config: dict[str, Any], kind: str = "job") -> dict[str, Any]:
         return {k: config.get(k) for k in ("dataset", "batch_size", "lr_d", "lr_g", "steps")}
 
 
+def _evaluations(session: Session, spans: dict[int, dict[str, tuple[int, int]]]) -> dict[int, dict[str, tuple]]:
+    """The last LOOKBACK_EVALS points of each run's quality/fit series, in one bounded query.
+
+    `spans`: {run_id: {name: (latest step, point count)}} from metric_latest. Each run reads only the
+    chunks ending after its earliest needed step (ix_chunks_run_name_last): a few rows per run however
+    long the run, since evaluations are sparse and a chunk holds 2,048 of them.
+    """
+    # Driver SQL (metrics._Sql, as ingest uses): building this OR of per-run clauses through the ORM cost
+    # more than running it.
+    sql = metrics_store._Sql(session)
+    clauses: list[str] = []
+    params: list[Any] = []
+    for run_id, names in spans.items():
+        lo = None
+        for step, count in names.values():
+            cadence = max(1.0, float(step) / max(int(count), 1))
+            start = int(step - (LOOKBACK_EVALS + 1) * cadence)
+            lo = start if lo is None else min(lo, start)
+        clauses.append(f"(run_id = ? AND name IN ({', '.join('?' * len(names))}) AND last_step >= ?)")
+        params += [run_id, *names, lo or 0]
+    out: dict[int, dict[str, tuple]] = {}
+    if not clauses:
+        return out
+    parts: dict[tuple[int, str], list[tuple[np.ndarray, np.ndarray]]] = {}
+    rows = sql.rows('SELECT run_id, name, first_step, last_step, n, steps, "values" FROM metric_chunks WHERE '
+                    + " OR ".join(clauses) + " ORDER BY run_id, name, last_step", tuple(params))
+    for run_id, name, first, last, n, sb, vb in rows:
+        parts.setdefault((run_id, name), []).append(
+            (decode_steps(bytes(sb), first, last, n), np.frombuffer(bytes(vb), dtype=np.float64)))
+    for (run_id, name), chunks in parts.items():
+        st = np.concatenate([c[0] for c in chunks])[-LOOKBACK_EVALS:]
+        va = np.concatenate([c[1] for c in chunks])[-LOOKBACK_EVALS:]
+        out.setdefault(run_id, {})[name] = (st, va)
+    return out
+
+
 def summaries(session: Session, runs: list[Run], *, all_metrics: bool = False) -> list[dict[str, Any]]:
-    """Run summaries (docs/contracts.md) with three queries whatever the number of runs."""
+    """Run summaries (docs/contracts.md) with four queries whatever the number of runs."""
     ids = [r.id for r in runs]
     last: dict[int, dict[str, float | None]] = {i: {} for i in ids}
     counts: dict[int, tuple[int, int]] = {}
+    spans: dict[int, dict[str, tuple[int, int]]] = {}  # quality/fit series per run: the verdict's input
+    evals: dict[int, dict[str, tuple]] = {}
     if ids:
-        q = select(MetricLatest.run_id, MetricLatest.name, MetricLatest.value).where(MetricLatest.run_id.in_(ids))
+        q = (select(MetricLatest.run_id, MetricLatest.name, MetricLatest.value, MetricLatest.step,
+                    MetricLatest.count).where(MetricLatest.run_id.in_(ids)))
         if not all_metrics:
             q = q.where(*[~MetricLatest.name.startswith(p) for p in _LAYER_PREFIXES])
         for r in session.execute(q.order_by(MetricLatest.name)).all():
             last[r.run_id][r.name] = r.value
+            if r.name in VERDICT_NAMES and r.count:
+                spans.setdefault(r.run_id, {})[r.name] = (int(r.step), int(r.count))
+        evals = _evaluations(session, spans)
         # ix_alerts_run_status: alert counts per run, open ones apart
         for r in session.execute(
                 select(Alert.run_id, func.count(), func.sum(case((Alert.status == "open", 1), else_=0)))
@@ -107,6 +153,7 @@ def summaries(session: Session, runs: list[Run], *, all_metrics: bool = False) -
             "control": r.control, "checkpoint_step": r.checkpoint_step,
             "heartbeat_at": iso(r.heartbeat_at),
             **labels.get(r.id, {}),
+            "learning": learning(evals.get(r.id, {}), cfg, r.kind or "job"),
         })
     return out
 
