@@ -66,7 +66,7 @@ def forget_detector(db: Database, run_id: int) -> None:
     """Drop the run's in-memory detector state: the next batch rebuilds it from the store with the new config."""
     from ganscope.server.detectors import hook
 
-    hook.engine_for(db).drop(run_id)
+    hook.forget(db, run_id)
 
 
 def _error(e: dict[str, Any]) -> dict[str, Any]:
