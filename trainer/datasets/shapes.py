@@ -34,8 +34,16 @@ def _rand(g: torch.Generator, *shape: int) -> torch.Tensor:
     return torch.rand(*shape, generator=g)
 
 
-def _render_chunk(n: int, size: int, g: torch.Generator) -> torch.Tensor:
-    """n images (n, 3, size, size) float in [0, 1]."""
+# The attributes `render_labelled` reports (the quality classifier's heads, trainer/quality/shapes_clf.py):
+# background kind, and the kind and colour class of the topmost shape (the one painted last, never occluded).
+# A colour class is the (high, low) channel pair of the saturated colour: 6 hues (red, orange-ish ... magenta).
+ATTRIBUTES: dict[str, int] = {"background": 3, "shape": 3, "colour": 6}
+
+
+def _render_chunk(n: int, size: int, g: torch.Generator,
+                  labels: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """n images (n, 3, size, size) float in [0, 1]; with `labels` given, fills it with ATTRIBUTES' classes.
+    Labelling draws nothing from `g`: labelled and plain renders of one seed are the same images."""
     # Pixel-centre coordinates in [-1, 1]; one pixel is 2/size wide.
     coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
     ys = coords.view(1, size, 1)
@@ -59,6 +67,8 @@ def _render_chunk(n: int, size: int, g: torch.Generator) -> torch.Tensor:
 
     # --- shapes --------------------------------------------------------------------------------
     count = torch.randint(1, MAX_SHAPES + 1, (n,), generator=g)
+    top_shape = torch.zeros(n, dtype=torch.long)
+    top_colour = torch.zeros(n, dtype=torch.long)
     for slot in range(MAX_SHAPES):
         shape = torch.randint(0, 3, (n,), generator=g)            # 0 circle, 1 square, 2 triangle
         radius = (0.18 + 0.27 * _rand(g, n)).view(n, 1, 1)
@@ -71,6 +81,10 @@ def _render_chunk(n: int, size: int, g: torch.Generator) -> torch.Tensor:
         lo = (hi + torch.randint(1, 3, (n,), generator=g)) % 3
         colour[torch.arange(n), hi] = 0.85 + 0.15 * colour[torch.arange(n), hi]
         colour[torch.arange(n), lo] = 0.15 * colour[torch.arange(n), lo]
+        is_top = slot == count - 1
+        top_shape = torch.where(is_top, shape, top_shape)
+        # (hi, lo) -> 0..5: hi picks a pair of classes, lo which of the other two channels is dark
+        top_colour = torch.where(is_top, hi * 2 + (lo - hi) % 3 - 1, top_colour)
 
         dx, dy = xs - cx, ys - cy
         cos_r, sin_r = torch.cos(rot), torch.sin(rot)
@@ -94,7 +108,25 @@ def _render_chunk(n: int, size: int, g: torch.Generator) -> torch.Tensor:
         alpha = alpha * (slot < count).view(n, 1, 1).float()
         alpha = alpha.unsqueeze(1)
         img = img * (1 - alpha) + colour.view(n, 3, 1, 1) * alpha
+    if labels is not None:
+        labels.update(background=kind, shape=top_shape, colour=top_colour)
     return img
+
+
+def render_labelled(seed: int, image_size: int, count: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(count, 3, size, size) float images in [-1, 1] (as the data source serves them) and their ATTRIBUTES."""
+    g = torch.Generator().manual_seed(int(seed) ^ 0x5A17E5)
+    out = torch.empty(count, 3, image_size, image_size)
+    labels: dict[str, list[torch.Tensor]] = {k: [] for k in ATTRIBUTES}
+    chunk = max(1, _CHUNK_PIXELS // (image_size * image_size))
+    for start in range(0, count, chunk):
+        n = min(chunk, count - start)
+        part: dict[str, torch.Tensor] = {}
+        img = _render_chunk(n, image_size, g, part)
+        out[start:start + n] = (img * 255).round().clamp(0, 255) / 127.5 - 1  # the bank's uint8 rounding
+        for k in ATTRIBUTES:
+            labels[k].append(part[k])
+    return out, {k: torch.cat(v) for k, v in labels.items()}
 
 
 @lru_cache(maxsize=2)
