@@ -15,6 +15,8 @@ last D and last G update of that step:
   checkpointing excluded), ``perf/img_s`` (real images consumed per second);
 * toy sets, every `toy_every` steps: ``toy/fit`` (all of them), ``toy/modes``, ``toy/quality`` (mixtures) and a
   "toy" snapshot;
+* image sets, every `eval_every` steps: ``quality/*`` and ``perf/eval_s``
+  (trainer/quality/evaluate.py) with a "quality" snapshot naming the feature extractor;
 * once, at step 0: ``model/params_g``, ``model/params_d`` (parameter counts).
 
 Nothing reads a device value back per step: rows stay on the device until a flush
@@ -44,6 +46,7 @@ from ganscope.trainer.device import amp_enabled, autocast, memory_format, resolv
 from ganscope.trainer.ema import EmaGenerator
 from ganscope.trainer.losses import Objective, gradient_penalty, r1_penalty
 from ganscope.trainer.models import NamedNet, build_models, parameter_count, z_shape
+from ganscope.trainer.quality.evaluate import QualityEval
 from ganscope.trainer.quality.toyfit import toy_fit
 from ganscope.trainer.probes import LayerProbe, MetricBuffer, diversity
 from ganscope.trainer.samples import GRID_N, checkpoint_figures, generate, images_png, preserved_buffers
@@ -134,6 +137,7 @@ class Trainer:
         self._last_flush = time.monotonic()
         self._last_poll = time.monotonic()
         self._last_ckpt_step = -1
+        self.quality = QualityEval(cfg, self.device) if self.probes and not cfg.is_toy and cfg.eval_every else None
 
     # --- setup helpers -----------------------------------------------------------
     def _check_data_shape(self) -> None:
@@ -400,6 +404,8 @@ class Trainer:
                 self.toy_report()
         elif force or step % self.cfg.sample_every == 0:
             self.sample_grid()
+        if self.quality is not None:
+            self.quality.maybe_report(self)
 
 
 def train(cfg: JobConfig, sink: Sink, workdir: Path, resume: Path | None = None, data_root: Path | None = None,

@@ -35,7 +35,7 @@ def _rand(g: torch.Generator, *shape: int) -> torch.Tensor:
 
 
 # The attributes `render_labelled` reports (the quality classifier's heads, trainer/quality/shapes_clf.py):
-# background kind, and the kind and colour class of the topmost shape (the one painted last, never occluded).
+# background kind, and the kind and colour class of the dominant shape (the one with the most visible pixels).
 # A colour class is the (high, low) channel pair of the saturated colour: 6 hues (red, orange-ish ... magenta).
 ATTRIBUTES: dict[str, int] = {"background": 3, "shape": 3, "colour": 6}
 
@@ -67,8 +67,7 @@ def _render_chunk(n: int, size: int, g: torch.Generator,
 
     # --- shapes --------------------------------------------------------------------------------
     count = torch.randint(1, MAX_SHAPES + 1, (n,), generator=g)
-    top_shape = torch.zeros(n, dtype=torch.long)
-    top_colour = torch.zeros(n, dtype=torch.long)
+    kinds, hues, alphas = [], [], []
     for slot in range(MAX_SHAPES):
         shape = torch.randint(0, 3, (n,), generator=g)            # 0 circle, 1 square, 2 triangle
         radius = (0.18 + 0.27 * _rand(g, n)).view(n, 1, 1)
@@ -81,10 +80,9 @@ def _render_chunk(n: int, size: int, g: torch.Generator,
         lo = (hi + torch.randint(1, 3, (n,), generator=g)) % 3
         colour[torch.arange(n), hi] = 0.85 + 0.15 * colour[torch.arange(n), hi]
         colour[torch.arange(n), lo] = 0.15 * colour[torch.arange(n), lo]
-        is_top = slot == count - 1
-        top_shape = torch.where(is_top, shape, top_shape)
+        kinds.append(shape)
         # (hi, lo) -> 0..5: hi picks a pair of classes, lo which of the other two channels is dark
-        top_colour = torch.where(is_top, hi * 2 + (lo - hi) % 3 - 1, top_colour)
+        hues.append(hi * 2 + (lo - hi) % 3 - 1)
 
         dx, dy = xs - cx, ys - cy
         cos_r, sin_r = torch.cos(rot), torch.sin(rot)
@@ -106,10 +104,21 @@ def _render_chunk(n: int, size: int, g: torch.Generator,
         # One-pixel anti-aliased edge: coverage falls from 1 to 0 across a pixel.
         alpha = (0.5 - sdf / px).clamp(0, 1)
         alpha = alpha * (slot < count).view(n, 1, 1).float()
+        alphas.append(alpha)
         alpha = alpha.unsqueeze(1)
         img = img * (1 - alpha) + colour.view(n, 3, 1, 1) * alpha
     if labels is not None:
-        labels.update(background=kind, shape=top_shape, colour=top_colour)
+        # Visible pixels of each shape: its coverage times what the shapes painted after it leave uncovered.
+        visible, above = [], torch.ones_like(alphas[0])
+        for a in reversed(alphas):
+            visible.append((a * above).sum(dim=(1, 2)))
+            above = above * (1 - a)
+        dominant = torch.stack(visible[::-1], dim=1).argmax(dim=1)
+        pick = torch.arange(n)
+        # A gradient or stripes between two near-equal colours looks flat, and is labelled as it looks.
+        looks_flat = (c0 - c1).abs().amax(dim=1) < 0.12
+        labels.update(background=torch.where(looks_flat, torch.zeros_like(kind), kind), shape=torch.stack(kinds, 1)[pick, dominant],
+                      colour=torch.stack(hues, 1)[pick, dominant])
     return img
 
 

@@ -1,0 +1,177 @@
+"""The `shapes` reference classifier: ground truth for what a G trained on `shapes` draws.
+
+The renderer knows every image's attributes (trainer/datasets/shapes.py ATTRIBUTES: background kind, the
+dominant shape's kind and colour class), so a small CNN trained on rendered images is an exact-label judge, as
+the MNIST classifier is for Stacked-MNIST (Metz et al. 2017; PacGAN, Lin et al. 2018). It gives:
+
+* `recognisable`: the share of G's images it labels with confidence ≥ CONFIDENT on every head;
+* `modes` of `modes_total`: the attribute classes (3 + 3 + 6 = 12) that hold at least FAIR_SHARE of their
+  expected share among the confidently labelled images — the Stacked-MNIST protocol on our own data;
+* its penultimate activations: the offline feature space for KID, FID and precision/recall/coverage.
+
+Training is deterministic (fixed seed, fixed data) and takes CPU seconds; the weights are cached under the
+cache folder, keyed by a hash of the renderer's source and the training settings, so a changed renderer trains
+a new classifier. It trains on mildly blurred and noisy copies too: G's images are blurrier than the renders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganscope.trainer.datasets import shapes as shapes_mod
+
+CLF_SIZES = (16, 32)  # the classifier sees 16-px images for 16-px runs, 32-px ones otherwise (area-resized)
+TRAIN_N, TEST_N = 8192, 1024
+TRAIN_SEED, TEST_SEED = 1_000_001, 2_000_003  # not run seeds' banks: the judge never saw the training data
+STEPS, BATCH, LR = 800, 64, 3e-3
+CONFIDENT = 0.9   # max softmax on every head for an image to count as recognisable
+FAIR_SHARE = 0.25  # a class counts as produced with ≥ 1/4 of its expected share of the confident images
+HEADS = tuple(shapes_mod.ATTRIBUTES.items())
+_VERSION = 1  # bump when the net or the training changes in a way the hash below cannot see
+
+
+def clf_size(image_size: int) -> int:
+    return 16 if image_size <= 16 else 32
+
+
+def cache_dir() -> Path:
+    """$GANSCOPE_CACHE, else $XDG_CACHE_HOME/ganscope, else ~/.cache/ganscope: per user, not per GANSCOPE_HOME,
+    so every server home and worker of one user shares one trained classifier."""
+    if os.environ.get("GANSCOPE_CACHE"):
+        return Path(os.environ["GANSCOPE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ganscope"
+
+
+class ShapesNet(nn.Module):
+    """Four 3×3 conv layers (three stride-2) and a hidden layer: 64 features, one linear head per attribute."""
+
+    features_dim = 64
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 24, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(24, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 48, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(48, 64, 3, stride=2, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+            nn.Linear(64 * 4, self.features_dim), nn.ReLU(),
+        )
+        self.heads = nn.ModuleList([nn.Linear(self.features_dim, k) for _, k in HEADS])
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        f = self.body(x)
+        return [h(f) for h in self.heads]
+
+
+def to_clf(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Images in [-1, 1] of any side to the classifier's input side (area averaging, as a renderer would)."""
+    x = x.float().clamp(-1, 1)
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="area") if x.shape[-1] > size else \
+            F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x
+
+
+def _degrade(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Half the batch blurred (a 3×3 binomial kernel mixed in by a random amount) and noised (σ ≤ 0.1)."""
+    n = x.shape[0]
+    k = torch.tensor([1.0, 2.0, 1.0])
+    k2 = (k[:, None] * k[None, :] / 16).expand(3, 1, 3, 3)
+    blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k2, groups=3)
+    w = torch.rand(n, 1, 1, 1, generator=g) * (torch.rand(n, 1, 1, 1, generator=g) < 0.5)
+    noise = torch.randn(x.shape, generator=g) * 0.1 * torch.rand(n, 1, 1, 1, generator=g)
+    return (x * (1 - w) + blurred * w + noise * (w > 0)).clamp(-1, 1)
+
+
+def cache_key(size: int, steps: int = STEPS) -> str:
+    src = inspect.getsource(shapes_mod._render_chunk) + inspect.getsource(ShapesNet) + inspect.getsource(_degrade)
+    blob = f"{src}|{size}|{TRAIN_N}|{TRAIN_SEED}|{steps}|{BATCH}|{LR}|{_VERSION}"
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def train_classifier(size: int, steps: int = STEPS) -> ShapesNet:
+    """Train from scratch (deterministic on one machine: own seeds, own generator, no global RNG touched)."""
+    x, labels = shapes_mod.render_labelled(TRAIN_SEED, size, TRAIN_N)
+    y = torch.stack([labels[name] for name, _ in HEADS], dim=1)
+    g = torch.Generator().manual_seed(TRAIN_SEED)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TRAIN_SEED)
+        net = ShapesNet()
+    opt = torch.optim.Adam(net.parameters(), lr=LR)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps)
+    net.train()
+    for _ in range(steps):
+        idx = torch.randint(0, TRAIN_N, (BATCH,), generator=g)
+        xb = _degrade(x[idx], g)
+        out = net(xb)
+        loss = sum(F.cross_entropy(o, y[idx, i]) for i, o in enumerate(out))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return net.eval()
+
+
+_LOADED: dict[str, ShapesNet] = {}
+
+
+def load_classifier(image_size: int) -> ShapesNet:
+    """The cached classifier for runs of `image_size`, trained (and cached) on first use."""
+    size = clf_size(image_size)
+    key = cache_key(size)
+    if key in _LOADED:
+        return _LOADED[key]
+    path = cache_dir() / "shapes-classifier" / f"{key}-{size}px.pt"
+    net = ShapesNet()
+    try:
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        net.eval()
+    except (OSError, RuntimeError, EOFError, ValueError):
+        net = train_classifier(size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(net.state_dict(), tmp)
+        os.replace(tmp, path)  # atomic: two workers training at once never read half a file
+    net.requires_grad_(False)
+    _LOADED[key] = net
+    return net
+
+
+@torch.no_grad()
+def judge(net: ShapesNet, images: torch.Tensor, chunk: int = 256) -> dict[str, float]:
+    """recognisable, modes, modes_total for a batch of images in [-1, 1]."""
+    size = clf_size(images.shape[-1])
+    probs: list[list[torch.Tensor]] = [[] for _ in HEADS]
+    for i in range(0, images.shape[0], chunk):
+        for h, o in enumerate(net(to_clf(images[i:i + chunk].cpu(), size))):
+            probs[h].append(o.softmax(dim=1))
+    p = [torch.cat(ps) for ps in probs]
+    conf = torch.stack([q.max(dim=1).values for q in p], dim=1)
+    ok = (conf >= CONFIDENT).all(dim=1)
+    n_ok = int(ok.sum())
+    modes = 0
+    total = sum(k for _, k in HEADS)
+    if n_ok:
+        for (_, k), q in zip(HEADS, p):
+            counts = torch.bincount(q[ok].argmax(dim=1), minlength=k).float()
+            modes += int((counts >= max(1.0, FAIR_SHARE * n_ok / k)).sum())
+    return {"recognisable": n_ok / max(1, images.shape[0]), "modes": float(modes), "modes_total": float(total)}
+
+
+@torch.no_grad()
+def accuracy(net: ShapesNet, size: int, n: int = TEST_N) -> dict[str, float]:
+    """Per-head accuracy on freshly rendered held-out images (a seed the classifier never trained on)."""
+    x, labels = shapes_mod.render_labelled(TEST_SEED, size, n)
+    out = net(x)
+    return {name: float((o.argmax(1) == labels[name]).float().mean()) for (name, _), o in zip(HEADS, out)}
