@@ -111,3 +111,45 @@ class QualityEval:
             "extractor": self.extractor.name, "comparable_with_published": False, "samples": self.cfg.eval_samples,
             "values": values, **self._real_info,
         })
+
+
+_EXTRACTORS: dict[tuple[str, int, str], Extractor] = {}
+
+
+def measure_batches(fake: torch.Tensor, real: torch.Tensor, *, value_range: tuple[float, float] = (-1.0, 1.0),
+                    dataset: str | None = None) -> dict[str, float]:
+    """The SDK's `log_quality`: the same measures as the trainer's evaluation, from the user's own batches.
+
+    Points (N,) / (N, 1) / (N, 2) give `toy/fit`; images (N, C, H, W) in `value_range` give `quality/kid`, `fid`,
+    `precision`, `recall`, `coverage` (with `dataset="shapes"` also `recognisable`, `modes`, `modes_total`) through
+    the same extractor choice (GANSCOPE_INCEPTION_WEIGHTS, else the offline one), and `perf/eval_s`."""
+    t0 = time.perf_counter()
+    fake = torch.as_tensor(fake).detach().float().cpu()
+    real = torch.as_tensor(real).detach().float().cpu()
+    if fake.dim() <= 2:
+        from ganscope.trainer.quality.toyfit import toy_fit
+
+        return {"toy/fit": toy_fit(real, fake), "perf/eval_s": time.perf_counter() - t0}
+    if fake.dim() != 4 or real.dim() != 4 or fake.shape[1:] != real.shape[1:]:
+        raise ValueError(f"log_quality takes two image batches (N, C, H, W) of one shape, or 1-D/2-D points; "
+                         f"got {tuple(fake.shape)} and {tuple(real.shape)}")
+    lo, hi = value_range
+    fake, real = ((x - lo) / (hi - lo) * 2 - 1 for x in (fake, real))
+    fake = torch.nan_to_num(fake, nan=0.0, posinf=1.0, neginf=-1.0)
+    ds = dataset if dataset == "shapes" and fake.shape[1] == 3 else "other"
+    key = (ds, int(fake.shape[-1]), os.environ.get(ENV, ""))
+    if key not in _EXTRACTORS:
+        _EXTRACTORS[key] = build_extractor(ds, int(fake.shape[-1])).eval()
+    ext = _EXTRACTORS[key]
+    ff, rf = _features(ext, fake, torch.device("cpu")), _features(ext, real, torch.device("cpu"))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+        kid, fid = kid_fid(rf, ff)
+    out = {"quality/kid": kid, "quality/fid": fid, **{f"quality/{k}": v for k, v in prc(rf, ff).items()}}
+    if ds == "shapes":
+        from ganscope.trainer.quality import shapes_clf
+
+        out.update({f"quality/{k}": v for k, v in
+                    shapes_clf.judge(shapes_clf.load_classifier(int(fake.shape[-1])), fake).items()})
+    out["perf/eval_s"] = time.perf_counter() - t0
+    return out
