@@ -49,3 +49,26 @@ def test_a_bad_inception_weights_setting_fails_the_job_with_the_reason(server: S
     assert run["status"] == "failed" and run["step"] == 0, run
     assert run["error"].startswith("QualityError: GANSCOPE_INCEPTION_WEIGHTS=") and "is not a file" in run["error"]
     assert "\n" not in run["error"]
+
+
+def test_the_sdk_logs_quality_from_a_scripts_own_batches(server: ServerProc, tmp_path) -> None:
+    import torch
+
+    from ganscope.trainer import sdk
+    from ganscope.trainer.datasets.shapes import render_labelled
+
+    real, _ = render_labelled(5, 32, 96)
+    noise = torch.rand(96, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # in [0, 1]
+    with sdk.init(server.url, name="sdk quality", config={"dataset": "shapes"}, spool_dir=tmp_path / "spool",
+                  flush_seconds=0.2) as run:
+        good = run.log_quality(real.flip(0), real, step=100)
+        bad = run.log_quality(noise, (real + 1) / 2, step=200, value_range=(0.0, 1.0))
+        points = run.log_quality(torch.randn(500, 2), torch.randn(500, 2), step=300)
+        run_id = run.id
+    assert good["quality/coverage"] == 1.0 and bad["quality/coverage"] < 0.2
+    assert bad["quality/recognisable"] < 0.1 < good["quality/recognisable"]
+    assert set(points) == {"toy/fit", "perf/eval_s"} and points["toy/fit"] < 0.2
+    c = server.client()
+    got = c.get(f"/api/runs/{run_id}/metrics", params={"names": "quality/kid,quality/modes,toy/fit"}).json()["metrics"]
+    assert got["quality/kid"]["steps"] == [100, 200] and got["quality/modes"]["steps"] == [100, 200]
+    assert got["toy/fit"]["steps"] == [300]
