@@ -165,7 +165,7 @@ def test_precision_recall_coverage(conv_feats: dict[str, torch.Tensor]) -> None:
     rr = prc(conv_feats["a"], conv_feats["b"])
     assert rr["coverage"] > 0.8 and rr["precision"] > 0.6 and rr["recall"] > 0.6
     noise = prc(conv_feats["a"], conv_feats["noise"])
-    assert noise["precision"] < 0.1 and noise["coverage"] < 0.1
+    assert noise["precision"] < 0.25 and noise["recall"] < 0.05 and noise["coverage"] < 0.1
     copies = prc(conv_feats["a"], conv_feats["copies"])  # four images over and over: collapsed
     assert copies["coverage"] < 0.25 and copies["recall"] < 0.1
 

@@ -81,8 +81,10 @@ def _render_chunk(n: int, size: int, g: torch.Generator,
         colour[torch.arange(n), hi] = 0.85 + 0.15 * colour[torch.arange(n), hi]
         colour[torch.arange(n), lo] = 0.15 * colour[torch.arange(n), lo]
         kinds.append(shape)
-        # (hi, lo) -> 0..5: hi picks a pair of classes, lo which of the other two channels is dark
-        hues.append(hi * 2 + (lo - hi) % 3 - 1)
+        # The hue sextant of the colour as painted (brightest, darkest channel) -> 0..5: the brightest channel
+        # picks a pair of classes, the darkest which of the other two it is.
+        top, bottom = colour.argmax(dim=1), colour.argmin(dim=1)
+        hues.append(top * 2 + (bottom - top) % 3 - 1)
 
         dx, dy = xs - cx, ys - cy
         cos_r, sin_r = torch.cos(rot), torch.sin(rot)
