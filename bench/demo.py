@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from ganscope.trainer.quality.shapes_clf import load_classifier  # noqa: E402
-from ganscope.up import DEMO_FAILING_NAME, DEMO_JOB, DEMO_NAME, port_free  # noqa: E402
+from ganscope.up import DEMO_FAILING_NAME, DEMO_NAME, port_free  # noqa: E402
 
 
 def last(c: httpx.Client, run_id: int, name: str) -> float | None:
@@ -55,7 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=5.0)
     args = ap.parse_args()
-    load_classifier(DEMO_JOB["image_size"])  # once per user, outside the timed window
+    load_classifier()  # once per user, outside the timed window
     port = next(p for p in range(18500, 18600) if port_free("127.0.0.1", p))
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PYTHONPATH": str(REPO)}

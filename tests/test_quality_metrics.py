@@ -81,8 +81,8 @@ def test_the_loop_reports_toy_fit_on_every_toy_set(name: str, tmp_path: Path) ->
 # --- the shapes classifier -------------------------------------------------------------------------------
 
 def test_classifier_training_is_deterministic() -> None:
-    a = shapes_clf.train_classifier(16, steps=8)
-    b = shapes_clf.train_classifier(16, steps=8)
+    a = shapes_clf.train_classifier(steps=8)
+    b = shapes_clf.train_classifier(steps=8)
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
@@ -90,7 +90,7 @@ def test_classifier_training_is_deterministic() -> None:
 @pytest.fixture(scope="module")
 def clf32() -> shapes_clf.ShapesNet:
     """The cached 32-px classifier (trained on first use, then read from the cache folder)."""
-    return shapes_clf.load_classifier(32)
+    return shapes_clf.load_classifier()
 
 
 def test_classifier_is_accurate_on_held_out_shapes(clf32: shapes_clf.ShapesNet) -> None:
@@ -130,11 +130,11 @@ def test_classifier_cache_is_keyed_and_reused(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(shapes_clf, "STEPS", 4)  # a tiny training: this test is about the file, not accuracy
     shapes_clf._LOADED.clear()
     try:
-        net = shapes_clf.load_classifier(16)
-        files = list((tmp_path / "shapes-classifier").glob("*-16px.pt"))
-        assert len(files) == 1 and shapes_clf.cache_key(16) in files[0].name
+        net = shapes_clf.load_classifier()
+        files = list((tmp_path / "shapes-classifier").glob("*.pt"))
+        assert len(files) == 1 and files[0].name == shapes_clf.cache_key() + ".pt"
         shapes_clf._LOADED.clear()
-        again = shapes_clf.load_classifier(16)  # read back, not retrained: same weights
+        again = shapes_clf.load_classifier()  # read back, not retrained: same weights
         assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
     finally:
         shapes_clf._LOADED.clear()

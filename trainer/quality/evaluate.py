@@ -81,7 +81,7 @@ class QualityEval:
         return self._real
 
     def _clf(self) -> Any:
-        return self.judge.load_classifier(self.cfg.image_size)
+        return self.judge.load_classifier()
 
     def measure(self, trainer: Trainer) -> dict[str, float]:
         """The quality/* values at the trainer's current step (no perf/eval_s)."""
@@ -150,6 +150,6 @@ def measure_batches(fake: torch.Tensor, real: torch.Tensor, *, value_range: tupl
         from ganscope.trainer.quality import shapes_clf
 
         out.update({f"quality/{k}": v for k, v in
-                    shapes_clf.judge(shapes_clf.load_classifier(int(fake.shape[-1])), fake).items()})
+                    shapes_clf.judge(shapes_clf.load_classifier(), fake).items()})
     out["perf/eval_s"] = time.perf_counter() - t0
     return out

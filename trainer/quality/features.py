@@ -88,7 +88,7 @@ class ShapesFeatures(Extractor):
         from ganscope.trainer.quality import shapes_clf
 
         self.size = shapes_clf.clf_size(image_size)
-        self.clf = shapes_clf.load_classifier(image_size)
+        self.clf = shapes_clf.load_classifier()
         self.num_features = self.clf.features_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from torch import nn
 
 from ganscope.trainer.datasets import shapes as shapes_mod
 
-CLF_SIZES = (16, 32)  # the classifier sees 16-px images for 16-px runs, 32-px ones otherwise (area-resized)
+CLF_SIZES = (16, 32)  # runs of 16 px are judged as 16-px renders, larger ones area-averaged to 32 px
 TEST_N = 1024
 TRAIN_SEED, TEST_SEED = 1_000_001, 2_000_003  # not run seeds' banks: the judge never saw the training data
 STEPS, BATCH, LR = 2500, 64, 3e-3
@@ -97,15 +97,25 @@ def _degrade(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return (x * (1 - w) + blurred * w + noise * (w > 0)).clamp(-1, 1)
 
 
-def cache_key(size: int, steps: int = STEPS) -> str:
-    src = inspect.getsource(shapes_mod._render_chunk) + inspect.getsource(ShapesNet) + inspect.getsource(_degrade)
-    blob = f"{src}|{size}|{TRAIN_SEED}|{steps}|{BATCH}|{LR}|{_VERSION}"
+def cache_key(steps: int | None = None) -> str:
+    steps = STEPS if steps is None else steps
+    src = "".join(inspect.getsource(f) for f in (shapes_mod._render_chunk, ShapesNet, _degrade, to_clf, _batch,
+                                                 train_classifier))
+    blob = f"{src}|{CLF_SIZES}|{TRAIN_SEED}|{steps}|{BATCH}|{LR}|{_VERSION}"
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def train_classifier(size: int, steps: int = STEPS) -> ShapesNet:
+def _batch(n: int, size: int, g: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    labels: dict[str, torch.Tensor] = {}
+    img = shapes_mod._render_chunk(n, size, g, labels)
+    return to_clf((img * 255).round() / 127.5 - 1, size), labels  # the bank's uint8 rounding, as served
+
+
+def train_classifier(steps: int | None = None) -> ShapesNet:
     """Train from scratch on freshly rendered batches (the renderer is an endless labelled source, so the net
-    never sees an image twice and cannot memorise); deterministic on one machine: own seeds and generator."""
+    never sees an image twice and cannot memorise), half of each at 16 px and half at 32 px, so one classifier
+    serves every run size; deterministic on one machine: own seeds and generator, global RNG untouched."""
+    steps = STEPS if steps is None else steps
     g = torch.Generator().manual_seed(TRAIN_SEED)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TRAIN_SEED)
@@ -114,11 +124,10 @@ def train_classifier(size: int, steps: int = STEPS) -> ShapesNet:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps)
     net.train()
     for _ in range(steps):
-        labels: dict[str, torch.Tensor] = {}
-        img = shapes_mod._render_chunk(BATCH, size, g, labels)
-        xb = _degrade(to_clf((img * 255).round() / 127.5 - 1, size), g)  # the bank's uint8 rounding, as served
+        parts = [_batch(BATCH // 2, size, g) for size in CLF_SIZES]
+        xb = _degrade(torch.cat([p[0] for p in parts]), g)
         out = net(xb)
-        loss = sum(F.cross_entropy(o, labels[name]) for (name, _), o in zip(HEADS, out))
+        loss = sum(F.cross_entropy(o, torch.cat([p[1][name] for p in parts])) for (name, _), o in zip(HEADS, out))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -129,19 +138,18 @@ def train_classifier(size: int, steps: int = STEPS) -> ShapesNet:
 _LOADED: dict[str, ShapesNet] = {}
 
 
-def load_classifier(image_size: int) -> ShapesNet:
-    """The cached classifier for runs of `image_size`, trained (and cached) on first use."""
-    size = clf_size(image_size)
-    key = cache_key(size)
+def load_classifier() -> ShapesNet:
+    """The cached classifier (one for every run size), trained and cached on first use."""
+    key = cache_key()
     if key in _LOADED:
         return _LOADED[key]
-    path = cache_dir() / "shapes-classifier" / f"{key}-{size}px.pt"
+    path = cache_dir() / "shapes-classifier" / f"{key}.pt"
     net = ShapesNet()
     try:
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         net.eval()
     except (OSError, RuntimeError, EOFError, ValueError):
-        net = train_classifier(size)
+        net = train_classifier()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         torch.save(net.state_dict(), tmp)
