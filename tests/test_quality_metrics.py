@@ -107,17 +107,18 @@ def test_classifier_is_accurate_on_held_out_shapes(clf32: shapes_clf.ShapesNet) 
         assert float((o.argmax(1) == labels[name]).float().mean()) >= ACCURACY_FLOOR[name] - 0.1
 
 
-ACCURACY_FLOOR = {"background": 0.8, "shape": 0.7, "colour": 0.85}
+# Measured on held-out renders: background 0.93, shape 0.57 (not judged: see shapes_clf.JUDGED), colour 0.88.
+ACCURACY_FLOOR = {"background": 0.9, "shape": 0.5, "colour": 0.85}
 
 
 def test_recognisable_and_modes_on_real_noise_and_one_class(clf32: shapes_clf.ShapesNet) -> None:
     x, labels = render_labelled(11, 32, 1024)
     real = shapes_clf.judge(clf32, x[:512])
-    assert real["modes"] == real["modes_total"] == 12 and real["recognisable"] > 0.3
+    assert real["modes"] == real["modes_total"] == 9 and real["recognisable"] > 0.5
     noise = shapes_clf.judge(clf32, torch.rand(256, 3, 32, 32, generator=gen(0)) * 2 - 1)
     assert noise["recognisable"] < 0.1
     grey = shapes_clf.judge(clf32, torch.zeros(256, 3, 32, 32))
-    assert grey["modes"] <= 3  # one image repeated: at most one class per attribute
+    assert grey["modes"] <= 2  # one image repeated: at most one class per judged attribute
     # A G that draws one kind of image only: one background, one shape kind, one colour.
     one = (labels["background"] == 0) & (labels["shape"] == 0) & (labels["colour"] == 2)
     assert int(one.sum()) >= 5
@@ -211,7 +212,7 @@ def test_the_loop_reports_quality_every_eval_every_steps(tmp_path: Path, monkeyp
     for name in ("quality/kid", "quality/fid", "quality/precision", "quality/recall", "quality/coverage",
                  "quality/recognisable", "quality/modes", "quality/modes_total", "perf/eval_s"):
         assert sink.series(name)[0] == [2, 4], name
-    assert sink.values("quality/modes_total") == [12.0, 12.0]
+    assert sink.values("quality/modes_total") == [9.0, 9.0]
     snaps = [s for s in sink.snapshots if s.kind == "quality"]
     assert [s.step for s in snaps] == [2, 4] and snaps[0].payload["extractor"] == "shapes-classifier"
     off = MemorySink()

@@ -30,7 +30,7 @@ def test_a_worker_reports_quality_metrics_through_the_api(server: ServerProc, sp
     got = c.get(f"/api/runs/{run_id}/metrics", params={"names": ",".join(NAMES)}).json()["metrics"]
     for name in NAMES:
         assert got[name]["steps"] == [10, 20, 30], (name, got[name])
-    assert got["quality/modes_total"]["values"] == [12.0] * 3
+    assert got["quality/modes_total"]["values"] == [9.0] * 3
     assert all(0 <= v <= 1 for n in ("quality/coverage", "quality/recognisable") for v in got[n]["values"])
     snap = c.get(f"/api/runs/{run_id}/snapshots", params={"kind": "quality"}).json()
     assert snap["steps"] == [10, 20, 30]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -92,9 +91,7 @@ class QualityEval:
         fake_img = generate(trainer.eval_generator(), z, chunk=max(cfg.batch_size, 64)).cpu()
         fake_img = torch.nan_to_num(fake_img, nan=0.0, posinf=1.0, neginf=-1.0)  # a diverged G scores, not raises
         fake = _features(self.extractor, fake_img, self.device)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-            kid, fid = kid_fid(real, fake)
+        kid, fid = kid_fid(real, fake)
         out = {"quality/kid": kid, "quality/fid": fid, **{f"quality/{k}": v for k, v in prc(real, fake).items()}}
         if self.judge is not None:
             out.update({f"quality/{k}": v for k, v in self.judge.judge(self._clf(), fake_img).items()})
@@ -142,9 +139,7 @@ def measure_batches(fake: torch.Tensor, real: torch.Tensor, *, value_range: tupl
         _EXTRACTORS[key] = build_extractor(ds, int(fake.shape[-1])).eval()
     ext = _EXTRACTORS[key]
     ff, rf = _features(ext, fake, torch.device("cpu")), _features(ext, real, torch.device("cpu"))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-        kid, fid = kid_fid(rf, ff)
+    kid, fid = kid_fid(rf, ff)
     out = {"quality/kid": kid, "quality/fid": fid, **{f"quality/{k}": v for k, v in prc(rf, ff).items()}}
     if ds == "shapes":
         from ganscope.trainer.quality import shapes_clf

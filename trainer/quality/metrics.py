@@ -8,6 +8,8 @@ scikit-learn only, last released in 2020, and would pull scikit-learn into every
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
@@ -34,7 +36,9 @@ def kid_fid(real: torch.Tensor, fake: torch.Tensor) -> tuple[float, float]:
     real, fake = real.detach().double().cpu(), fake.detach().double().cpu()
     dim = real.shape[1]
     n = min(real.shape[0], fake.shape[0])
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # it warns that it keeps every feature: a few hundred rows here
+        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
         torch.manual_seed(0)
         kid = KernelInceptionDistance(feature=_Given(dim), subsets=1, subset_size=n)
         kid.update(real, real=True)
