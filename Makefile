@@ -13,7 +13,7 @@ UP_ARGS ?=
 .PHONY: help install install-dev up serve test test-fast
 
 help:
-	@echo "make up         server + worker on SQLite under ./ganscope-data, with a demo job"
+	@echo "make up         server + workers on SQLite under ./ganscope-data, with two demo runs"
 	@echo "make test       the whole test suite (slow end-to-end tests included, as in CI)"
 	@echo "make test-fast  the suite without tests marked slow"
 

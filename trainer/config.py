@@ -155,6 +155,14 @@ class JobConfig(BaseModel):
     checkpoint_every: int = Field(500, ge=1, description="Steps between checkpoints (one is always written at the end).")
     toy_every: int = Field(100, ge=1, description="Steps between density/scatter snapshots on toy datasets.")
     probe_every: int = Field(1, ge=1, description="Steps between per-layer gradient/weight/update probes.")
+    eval_every: int = Field(
+        250, ge=0, le=10_000_000,
+        description="Image sets: steps between quality evaluations (quality/kid, fid, precision, recall, coverage; "
+                    "on shapes also recognisable and modes); 0 is off. Toy sets use toy_every.")
+    eval_samples: int = Field(
+        256, ge=16, le=50_000,
+        description="Generated and real images per quality evaluation (KID is unbiased at a few hundred; FID is "
+                    "biased this small and judged only as a trend).")
     flush_every: int = Field(50, ge=1, description="Steps between metric hand-overs from device to host.")
     flush_seconds: float = Field(2.0, gt=0, le=3600, description="Longest wait between metric hand-overs.")
 

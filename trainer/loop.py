@@ -13,7 +13,10 @@ last D and last G update of that step:
   layer of both nets, and ``sample/diversity``;
 * every flush: ``lr/d``, ``lr/g``, ``perf/step_s`` (mean over the window, sampling and
   checkpointing excluded), ``perf/img_s`` (real images consumed per second);
-* toy sets, every `toy_every` steps: ``toy/modes``, ``toy/quality`` and a "toy" snapshot;
+* toy sets, every `toy_every` steps: ``toy/fit`` (all of them), ``toy/modes``, ``toy/quality`` (mixtures) and a
+  "toy" snapshot;
+* image sets, every `eval_every` steps: ``quality/*`` and ``perf/eval_s``
+  (trainer/quality/evaluate.py) with a "quality" snapshot naming the feature extractor;
 * once, at step 0: ``model/params_g``, ``model/params_d`` (parameter counts).
 
 Nothing reads a device value back per step: rows stay on the device until a flush
@@ -43,6 +46,8 @@ from ganscope.trainer.device import amp_enabled, autocast, memory_format, resolv
 from ganscope.trainer.ema import EmaGenerator
 from ganscope.trainer.losses import Objective, gradient_penalty, r1_penalty
 from ganscope.trainer.models import NamedNet, build_models, parameter_count, z_shape
+from ganscope.trainer.quality.evaluate import QualityEval
+from ganscope.trainer.quality.toyfit import toy_fit
 from ganscope.trainer.probes import LayerProbe, MetricBuffer, diversity
 from ganscope.trainer.samples import GRID_N, checkpoint_figures, generate, images_png, preserved_buffers
 from ganscope.trainer.sink import Sink
@@ -132,6 +137,7 @@ class Trainer:
         self._last_flush = time.monotonic()
         self._last_poll = time.monotonic()
         self._last_ckpt_step = -1
+        self.quality = QualityEval(cfg, self.device) if self.probes and not cfg.is_toy and cfg.eval_every else None
 
     # --- setup helpers -----------------------------------------------------------
     def _check_data_shape(self) -> None:
@@ -295,6 +301,8 @@ class Trainer:
             modes, quality = mode_stats(fake, self.mixture)
             self.buffer.record_host("toy/modes", st.step, float(modes))
             self.buffer.record_host("toy/quality", st.step, quality)
+        if self.probes:
+            self.buffer.record_host("toy/fit", st.step, toy_fit(real, fake))
         d = st.d
 
         def d_prob(x: torch.Tensor) -> torch.Tensor:
@@ -396,6 +404,8 @@ class Trainer:
                 self.toy_report()
         elif force or step % self.cfg.sample_every == 0:
             self.sample_grid()
+        if self.quality is not None:
+            self.quality.maybe_report(self)
 
 
 def train(cfg: JobConfig, sink: Sink, workdir: Path, resume: Path | None = None, data_root: Path | None = None,
