@@ -1,0 +1,227 @@
+"""The worker's side of a job on N processes: launch it under torchrun and relay rank 0's reports.
+
+    python -m torch.distributed.run --standalone --nproc-per-node N --max-restarts 0 \\
+        -m ganscope.trainer.dist_entry --job job.json --workdir RUNDIR [--resume CKPT] [--data-root DIR]
+
+torchrun (torch's elastic launcher) starts the ranks, runs their rendezvous on a free local port,
+watches them and, when one dies, ends the others and exits non-zero with a summary naming the
+failed rank. Rank 0's sink (`RelaySink`) sends everything it would report over one authenticated
+local connection (multiprocessing.connection) to the worker, which hands it to its own sink:
+spool, heartbeats, cancel/stop/handback and the final status stay the worker's, as for a 1-process
+job. Control questions and checkpoint hand-overs wait for the worker's answer; the rest is one way.
+
+No process outlives the job: torchrun runs in its own session (a terminal's Ctrl-C reaches the worker
+only, which then hands the job back), gets SIGTERM if the worker dies (PR_SET_PDEATHSIG), and every
+process left under it when the job ends is killed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from multiprocessing.connection import Client, Connection, Listener
+from pathlib import Path
+from typing import Any
+
+from ganscope.trainer.config import JobConfig
+from ganscope.trainer.sink import Sink
+
+ENV_ADDRESS, ENV_KEY = "GANSCOPE_RELAY", "GANSCOPE_RELAY_KEY"
+MONITOR_S = 0.5        # how often torchrun checks its ranks: a dead rank ends the job within this
+STOP_GRACE_S = 30.0    # after rank 0's last word, how long the ranks get to exit before they are killed
+
+
+class DistributedJobFailed(RuntimeError):
+    """A job on several processes ended without rank 0 reporting a result (a rank died, torchrun failed)."""
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Ask Linux to send `sig` to this process when its parent dies (no-op elsewhere)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(sig))   # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+# --- rank 0 ------------------------------------------------------------------------------------
+class RelaySink:
+    """Rank 0's sink: every report goes to the worker that launched the job."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    @classmethod
+    def from_env(cls) -> "RelaySink":
+        host, _, port = os.environ[ENV_ADDRESS].rpartition(":")
+        return cls(Client((host, int(port)), authkey=bytes.fromhex(os.environ[ENV_KEY])))
+
+    def on_metrics(self, series: dict[str, tuple[list[int], list[float]]]) -> None:
+        self.conn.send(("metrics", series))
+
+    def on_sample(self, step: int, kind: str, png: bytes) -> None:
+        self.conn.send(("sample", step, kind, png))
+
+    def on_snapshot(self, step: int, kind: str, payload: dict) -> None:
+        self.conn.send(("snapshot", step, kind, payload))
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        # Waits: the worker copies the file to its spool before the loop may prune it.
+        self.conn.send(("checkpoint", step, str(path)))
+        self.conn.recv()
+
+    def control(self) -> str | None:
+        self.conn.send(("control",))
+        return self.conn.recv()
+
+    def result(self, status: str, step: int, reason: str | None) -> None:
+        self.conn.send(("result", status, step, reason))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# --- the worker ----------------------------------------------------------------------------------
+def torchrun_command(procs: int, job: Path, workdir: Path, resume: Path | None, data_root: Path | None) -> list[str]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs),
+           "--max-restarts", "0", "--monitor-interval", str(MONITOR_S),
+           "-m", "ganscope.trainer.dist_entry", "--job", str(job), "--workdir", str(workdir)]
+    if resume is not None:
+        cmd += ["--resume", str(resume)]
+    if data_root is not None:
+        cmd += ["--data-root", str(data_root)]
+    return cmd
+
+
+def failure_reason(log: str, returncode: int | None) -> str:
+    """One line from torchrun's failure summary: which rank failed and how."""
+    root = log[log.rfind("Root Cause"):] if "Root Cause" in log else log
+    rank = re.search(r"rank\s*:\s*(\d+)", root)
+    code = re.search(r"exitcode\s*:\s*(-?\d+)", root)
+    if rank and code:
+        n = int(code.group(1))
+        how = f"killed by {signal.Signals(-n).name}" if n < 0 and -n in signal.valid_signals() else f"exit code {n}"
+        tb = re.search(r"traceback\s*:\s*(.+)", root)
+        detail = tb.group(1).strip() if tb and "Signal" not in tb.group(1) and "N/A" not in tb.group(1) else ""
+        return f"rank {rank.group(1)} failed ({how}){': ' + detail if detail else ''}"
+    lines = [ln for ln in log.splitlines() if ln.strip()]
+    return f"torchrun exited with code {returncode}" + (f": {lines[-1].strip()[:300]}" if lines else "")
+
+
+def _descendants(pid: int) -> list[Any]:
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _kill_tree(proc: subprocess.Popen, procs: list[Any]) -> None:
+    import psutil
+
+    for p in [*procs]:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    psutil.wait_procs(procs, timeout=5)
+
+
+def launch(cfg: JobConfig, sink: Sink, workdir: Path, procs: int, resume: Path | None = None,
+           data_root: Path | None = None, cuda_visible: str | None = None) -> tuple[str, int, str | None]:
+    """Run one job on `procs` processes; (status, step, reason) from rank 0, or DistributedJobFailed."""
+    workdir = Path(workdir)
+    job = workdir / "job.json"
+    job.write_text(json.dumps(cfg.model_dump(mode="json")))
+    key = os.urandom(16)
+    listener = Listener(("127.0.0.1", 0), authkey=key)
+    host, port = listener.address
+    env = {**os.environ, ENV_ADDRESS: f"{host}:{port}", ENV_KEY: key.hex()}
+    if cuda_visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = cuda_visible
+    log_path = workdir / "torchrun.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(torchrun_command(procs, job, workdir, resume, data_root), env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
+    result: tuple[str, int, str | None] | None = None
+    try:
+        conn = _accept(listener, proc, key)
+        if conn is not None:
+            with conn:
+                result = _serve(conn, sink, proc)
+        try:
+            proc.wait(STOP_GRACE_S if result is not None else 60.0)
+        except subprocess.TimeoutExpired:
+            pass
+    finally:
+        left = _descendants(proc.pid)
+        if proc.poll() is None or left:
+            _kill_tree(proc, left)
+        listener.close()
+    if result is not None and result[0] != "failed":
+        return result
+    text = log_path.read_text(errors="replace")
+    if result is not None:   # rank 0 caught the error itself: its message says most
+        raise DistributedJobFailed(f"rank 0: {result[2]}")
+    raise DistributedJobFailed(failure_reason(text, proc.returncode))
+
+
+def _accept(listener: Listener, proc: subprocess.Popen, key: bytes) -> Connection | None:
+    """Rank 0's connection, or None when torchrun ends before rank 0 connects."""
+    box: dict[str, Any] = {}
+
+    def accept() -> None:
+        try:
+            box["conn"] = listener.accept()
+        except Exception as exc:  # noqa: BLE001 - our own unblocking connection below ends up here
+            box["error"] = exc
+
+    t = threading.Thread(target=accept, name="ganscope-relay-accept", daemon=True)
+    t.start()
+    while t.is_alive() and proc.poll() is None:
+        t.join(0.2)
+    if t.is_alive():   # torchrun is gone and nobody connected: unblock accept() with a connection of our own
+        try:
+            Client(listener.address, authkey=key).close()
+        except OSError:
+            pass
+        t.join(5)
+    return box.get("conn")
+
+
+def _serve(conn: Connection, sink: Sink, proc: subprocess.Popen) -> tuple[str, int, str | None] | None:
+    """Hand rank 0's reports to the worker's sink until it hangs up; its result, if it sent one."""
+    result = None
+    while True:
+        if not conn.poll(0.2):
+            if proc.poll() is not None and not conn.poll(0.2):
+                return result
+            continue
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return result
+        kind = msg[0]
+        if kind == "metrics":
+            sink.on_metrics(msg[1])
+        elif kind == "sample":
+            sink.on_sample(msg[1], msg[2], msg[3])
+        elif kind == "snapshot":
+            sink.on_snapshot(msg[1], msg[2], msg[3])
+        elif kind == "checkpoint":
+            sink.on_checkpoint(msg[1], Path(msg[2]))
+            conn.send(True)
+        elif kind == "control":
+            conn.send(sink.control())
+        elif kind == "result":
+            result = (msg[1], int(msg[2]), msg[3])
