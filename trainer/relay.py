@@ -225,3 +225,19 @@ def _serve(conn: Connection, sink: Sink, proc: subprocess.Popen) -> tuple[str, i
             conn.send(sink.control())
         elif kind == "result":
             result = (msg[1], int(msg[2]), msg[3])
+
+
+# --- how many processes ------------------------------------------------------------------------
+def procs_for(job_device: str, gpu_indices: list[int], procs_per_job: int, job_gpus: int) -> int:
+    """Processes for one job: on a GPU, `--procs-per-job` or else the job's `gpus` (one rank per GPU, at most
+    the worker's); on CPU, `--procs-per-job` (gloo ranks), else 1."""
+    if job_device.startswith("cuda"):
+        return max(1, min(procs_per_job or job_gpus, len(gpu_indices) or 1))
+    return max(1, procs_per_job)
+
+
+def visible_devices(indices: list[int]) -> str:
+    """CUDA_VISIBLE_DEVICES naming `indices` (as this process numbers them) for the ranks: rank r gets cuda:r."""
+    parent = os.environ.get("CUDA_VISIBLE_DEVICES")
+    names = [s.strip() for s in parent.split(",")] if parent else None
+    return ",".join(names[i] if names else str(i) for i in indices)

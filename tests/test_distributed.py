@@ -1,0 +1,124 @@
+"""One job on two processes: a real server, a real worker with `--procs-per-job 2`, torchrun, gloo on CPU.
+
+Each test owns one worker whose job runs as torchrun + 2 ranks under it; the tests look at the run
+through the server's API and at the processes through psutil (no rank may outlive its job).
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from typing import Any
+
+import psutil
+
+from tests.harness import ServerProc, WorkerProc, wait_for
+from tests.test_faults import _checkpoint_step
+from tests.test_worker import FAST_HB, assert_points_once, enqueue, run_of, wait_status
+
+TWO = ["--procs-per-job", "2", *FAST_HB]
+
+
+def ranks_of(w: WorkerProc) -> dict[int, psutil.Process]:
+    """The worker's training processes by rank (torchrun sets RANK in each one's environment)."""
+    out: dict[int, psutil.Process] = {}
+    for p in psutil.Process(w.proc.pid).children(recursive=True):
+        try:
+            rank = p.environ().get("RANK")
+            if rank is not None and "dist_entry" in " ".join(p.cmdline()):
+                out[int(rank)] = p
+        except psutil.Error:
+            continue
+    return out
+
+
+def job_processes(w: WorkerProc) -> list[psutil.Process]:
+    return psutil.Process(w.proc.pid).children(recursive=True)
+
+
+def metric(c: Any, run_id: int, name: str) -> tuple[list[int], list[float]]:
+    got = c.get(f"/api/runs/{run_id}/metrics", params={"names": name, "max_points": 1_000_000}).json()
+    m = got["metrics"].get(name) or {"steps": [], "values": []}
+    return m["steps"], m["values"]
+
+
+def assert_no_job_processes(w: WorkerProc, before: list[psutil.Process]) -> None:
+    gone, alive = psutil.wait_procs(before, timeout=30)
+    assert not alive, f"processes outlived the job: {[(p.pid, p.cmdline()) for p in alive]}"
+    assert not job_processes(w), "the worker has children left after the job"
+
+
+def test_two_processes_train_toy_and_image_jobs_once_per_step(server: ServerProc, spawn_worker) -> None:
+    c = server.client()
+    w = spawn_worker(server.url, args=TWO)
+    toy = enqueue(c, name="toy on 2", steps=40, flush_every=10, checkpoint_every=20)
+    image = enqueue(c, name="image on 2", dataset="shapes", image_size=16, ngf=8, ndf=8, nz=16, batch_size=8,
+                    steps=6, sample_every=3, checkpoint_every=6, flush_every=3)
+    for run_id in (toy, image):
+        run = wait_status(c, run_id, {"succeeded", "failed"}, timeout=240, logs=[w])
+        assert run["status"] == "succeeded", (run, w.log())
+    log = w.log(tail=None)
+    assert f"run {toy}: training on cpu x 2 processes (torchrun)" in log, log
+    # Rank 0 alone reports: every step once, in the API's answer and in storage (no copy from rank 1).
+    assert_points_once(server, toy, 40)
+    assert_points_once(server, image, 6, names=("loss/d", "loss/g", "score/real"))
+    assert metric(c, toy, "perf/world_size") == ([0], [2.0])
+    steps, img_s = metric(c, toy, "perf/img_s")
+    assert steps and all(v > 0 for v in img_s)
+    assert _checkpoint_step(c, toy) == 40 and _checkpoint_step(c, image) == 6
+    samples = c.get(f"/api/runs/{image}/samples").json()
+    kinds = {s["kind"] for s in (samples["samples"] if isinstance(samples, dict) else samples)}
+    assert "grid" in kinds, samples
+    assert not job_processes(w), "torchrun and its ranks end with the job"
+
+
+def test_cancel_reaches_both_ranks_and_leaves_no_process(server: ServerProc, spawn_worker) -> None:
+    c = server.client()
+    w = spawn_worker(server.url, args=TWO)
+    run_id = enqueue(c, name="cancel on 2", steps=100_000, flush_every=10)
+    wait_for(lambda: len(ranks_of(w)) == 2 and metric(c, run_id, "loss/d")[0], timeout=180,
+             what="two ranks training")
+    procs = job_processes(w)
+    assert c.post(f"/api/runs/{run_id}/cancel").status_code in (200, 202)
+    run = wait_status(c, run_id, "cancelled", timeout=60, logs=[w])
+    # Both ranks stopped at the step rank 0 broadcast; the final checkpoint is rank 0's, at that step.
+    assert_no_job_processes(w, procs)
+    assert run["status"] == "cancelled"
+    assert w.proc.poll() is None, "the worker lives on"
+    steps, _ = metric(c, run_id, "loss/d")
+    assert steps == list(range(1, steps[-1] + 1))
+
+
+def test_killing_one_rank_fails_the_job_with_the_rank_named(server: ServerProc, spawn_worker) -> None:
+    c = server.client()
+    w = spawn_worker(server.url, args=TWO)
+    run_id = enqueue(c, name="rank dies", steps=100_000, flush_every=10)
+    ranks = wait_for(lambda: len(r := ranks_of(w)) == 2 and metric(c, run_id, "loss/d")[0] and r, timeout=180,
+                     what="two ranks training")
+    procs = job_processes(w)
+    ranks[1].send_signal(signal.SIGKILL)
+    run = wait_status(c, run_id, "failed", timeout=60, logs=[w])
+    assert "rank 1" in run["error"] and "SIGKILL" in run["error"], run["error"]
+    assert_no_job_processes(w, procs)
+    assert w.proc.poll() is None, "the worker lives on and can take the next job"
+
+
+def test_handed_back_job_resumes_from_rank_zero_checkpoint(server: ServerProc, spawn_worker) -> None:
+    c = server.client()
+    steps = 400
+    a = spawn_worker(server.url, args=TWO)
+    run_id = enqueue(c, name="resume on 2", steps=steps, flush_every=10, checkpoint_every=50)
+    wait_for(lambda: _checkpoint_step(c, run_id) >= 50, timeout=180, what="a checkpoint from rank 0")
+    procs = job_processes(a)
+    assert a.stop(timeout=90) == 0, a.log()   # SIGTERM: the ranks stop together, rank 0 checkpoints
+    m = re.search(rf"run {run_id}: finishing as handback at step (\d+)", a.log(tail=None))
+    assert m, a.log()
+    handed_at = int(m.group(1))
+    assert_no_job_processes(a, procs)
+    b = spawn_worker(server.url, args=TWO)
+    run = wait_status(c, run_id, {"succeeded", "failed"}, timeout=240, logs=[a, b])
+    assert run["status"] == "succeeded", (run, b.log())
+    assert f"run {run_id}: claimed (attempt 1), resuming from step {handed_at}" in b.log(tail=None), b.log()
+    assert_points_once(server, run_id, steps)
+    assert metric(c, run_id, "perf/world_size") == ([0, handed_at], [2.0, 2.0])
+    assert run_of(c, run_id)["status"] == "succeeded"
