@@ -33,7 +33,10 @@ def ranks_of(w: WorkerProc) -> dict[int, psutil.Process]:
 
 
 def job_processes(w: WorkerProc) -> list[psutil.Process]:
-    return psutil.Process(w.proc.pid).children(recursive=True)
+    try:
+        return psutil.Process(w.proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:   # a worker that has exited has no children left to show
+        return []
 
 
 def metric(c: Any, run_id: int, name: str) -> tuple[list[int], list[float]]:

@@ -99,19 +99,27 @@ def torchrun_command(procs: int, job: Path, workdir: Path, resume: Path | None, 
     return cmd
 
 
-def failure_reason(log: str, returncode: int | None) -> str:
-    """One line from torchrun's failure summary: which rank failed and how."""
-    root = log[log.rfind("Root Cause"):] if "Root Cause" in log else log
-    rank = re.search(r"rank\s*:\s*(\d+)", root)
-    code = re.search(r"exitcode\s*:\s*(-?\d+)", root)
-    if rank and code:
-        n = int(code.group(1))
-        how = f"killed by {signal.Signals(-n).name}" if n < 0 and -n in signal.valid_signals() else f"exit code {n}"
-        tb = re.search(r"traceback\s*:\s*(.+)", root)
-        detail = tb.group(1).strip() if tb and "Signal" not in tb.group(1) and "N/A" not in tb.group(1) else ""
-        return f"rank {rank.group(1)} failed ({how}){': ' + detail if detail else ''}"
-    lines = [ln for ln in log.splitlines() if ln.strip()]
-    return f"torchrun exited with code {returncode}" + (f": {lines[-1].strip()[:300]}" if lines else "")
+def failure_reason(log: str) -> str | None:
+    """One line from torchrun's failure summary: which rank failed and how; None without a summary.
+
+    A rank killed by a signal other than torchrun's own SIGTERM is the cause (its peers then fail in a
+    collective, or get SIGTERM from torchrun); otherwise torchrun's "Root Cause" rank."""
+    at = max(log.rfind("Failures:"), log.rfind("Root Cause"))
+    if at < 0:
+        return None
+    blocks = []
+    for block in re.split(r"\n\[\d+\]:\n", log[log.rfind("Failures:") if "Failures:" in log else at:]):
+        rank, code = re.search(r"rank\s*:\s*(\d+)", block), re.search(r"exitcode\s*:\s*(-?\d+)", block)
+        if rank and code:
+            tb = re.search(r"traceback\s*:\s*(.+)", block)
+            blocks.append((int(rank.group(1)), int(code.group(1)), tb.group(1).strip() if tb else ""))
+    if not blocks:
+        return None
+    rank, code, tb = next((b for b in blocks if b[1] < 0 and b[1] != -signal.SIGTERM), blocks[-1])
+    how = f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() \
+        else f"exit code {code}"
+    detail = "" if tb.startswith(("Signal", "<N/A>", "Traceback")) or not tb else f": {tb[:300]}"
+    return f"rank {rank} failed ({how}){detail}"
 
 
 def _descendants(pid: int) -> list[Any]:
@@ -171,9 +179,13 @@ def launch(cfg: JobConfig, sink: Sink, workdir: Path, procs: int, resume: Path |
     if result is not None and result[0] != "failed":
         return result
     text = log_path.read_text(errors="replace")
-    if result is not None:   # rank 0 caught the error itself: its message says most
-        raise DistributedJobFailed(f"rank 0: {result[2]}")
-    raise DistributedJobFailed(failure_reason(text, proc.returncode))
+    cause = failure_reason(text)
+    if result is not None and (cause is None or cause.startswith("rank 0 ")):
+        raise DistributedJobFailed(f"rank 0: {result[2]}")   # rank 0 caught its own error: its message says most
+    if cause is None:
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        cause = f"torchrun exited with code {proc.returncode}" + (f": {lines[-1][:300]}" if lines else "")
+    raise DistributedJobFailed(cause + (f"; rank 0 then: {str(result[2])[:200]}" if result is not None else ""))
 
 
 def _accept(listener: Listener, proc: subprocess.Popen, key: bytes) -> Connection | None:
