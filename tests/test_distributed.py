@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import re
 import signal
+from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
+
+from ganscope.trainer.config import JobConfig
+from ganscope.trainer.dist import shard_streams
+from ganscope.trainer.loop import Trainer
+from ganscope.trainer.sink import MemorySink
 
 from tests.harness import ServerProc, WorkerProc, wait_for
 from tests.test_faults import _checkpoint_step
-from tests.test_worker import FAST_HB, assert_points_once, enqueue, run_of, wait_status
+from tests.test_worker import FAST_HB, TINY, assert_points_once, enqueue, run_of, wait_status
 
 TWO = ["--procs-per-job", "2", *FAST_HB]
 
@@ -51,10 +58,20 @@ def assert_no_job_processes(w: WorkerProc, before: list[psutil.Process]) -> None
     assert not job_processes(w), "the worker has children left after the job"
 
 
-def test_two_processes_train_toy_and_image_jobs_once_per_step(server: ServerProc, spawn_worker) -> None:
+def step_one(cfg: JobConfig, rank: int, workdir: Path) -> dict[str, float]:
+    """What rank `rank` measures at step 1, computed here in one process from the same streams."""
+    t = Trainer(cfg, MemorySink(), workdir)
+    shard_streams(t.state, rank)
+    t.train_step(1)
+    return {name: values[0] for name, (_, values) in t.buffer.drain().items()}
+
+
+def test_two_processes_train_toy_and_image_jobs_once_per_step(server: ServerProc, spawn_worker,
+                                                               tmp_path: Path) -> None:
     c = server.client()
     w = spawn_worker(server.url, args=TWO)
-    toy = enqueue(c, name="toy on 2", steps=40, flush_every=10, checkpoint_every=20)
+    toy_cfg = dict(name="toy on 2", steps=40, flush_every=10, checkpoint_every=20, seed=3)
+    toy = enqueue(c, **toy_cfg)
     image = enqueue(c, name="image on 2", dataset="shapes", image_size=16, ngf=8, ndf=8, nz=16, batch_size=8,
                     steps=6, sample_every=3, checkpoint_every=6, flush_every=3)
     for run_id in (toy, image):
@@ -66,6 +83,15 @@ def test_two_processes_train_toy_and_image_jobs_once_per_step(server: ServerProc
     assert_points_once(server, toy, 40)
     assert_points_once(server, image, 6, names=("loss/d", "loss/g", "score/real"))
     assert metric(c, toy, "perf/world_size") == ([0], [2.0])
+    # Step 1's losses are the mean over the ranks' shards: rank 0 draws what a 1-process run draws,
+    # rank 1 its own stream, and both start from the same init (DDP broadcasts rank 0's).
+    cfg = JobConfig(**{**TINY, **toy_cfg, "device": "cpu"})
+    per_rank = [step_one(cfg, rank, tmp_path) for rank in (0, 1)]
+    assert per_rank[0]["loss/d"] != per_rank[1]["loss/d"], "each rank trains on its own data"
+    # D's step-1 terms only: G's step follows a D update made with both ranks' (averaged) gradients.
+    for name in ("loss/d", "loss/d_real", "score/real", "score/fake"):
+        steps, values = metric(c, toy, name)
+        assert values[0] == pytest.approx((per_rank[0][name] + per_rank[1][name]) / 2, rel=1e-5), name
     steps, img_s = metric(c, toy, "perf/img_s")
     assert steps and all(v > 0 for v in img_s)
     assert _checkpoint_step(c, toy) == 40 and _checkpoint_step(c, image) == 6

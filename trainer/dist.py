@@ -155,10 +155,14 @@ class DistTrainer(Trainer):
         action = super().start(resume)
         if self.ctx.is_main and self.probes:   # at the start and at each resume (the count may change)
             self.buffer.record_host("perf/world_size", self.state.step, float(self.world))
-        if self.ctx.rank > 0:
-            # Every rank restored rank 0's streams: the others move to their own shard.
-            st, cfg = self.state, self.cfg
-            base = (cfg.seed * _RANK_STREAM + self.ctx.rank * 1_000_003 + st.step) % (2**63)
-            st.data_gen.manual_seed(base)
-            st.noise_gen.manual_seed(base + 1)
+        if self.ctx.rank > 0:   # every rank restored rank 0's streams: the others move to their own shard
+            shard_streams(self.state, self.ctx.rank)
         return action
+
+
+def shard_streams(st: ckpt_io.TrainState, rank: int) -> None:
+    """Rank `rank`'s own data and noise streams, from (seed, rank, step): rank 0 keeps the run's."""
+    if rank > 0:
+        base = (st.cfg.seed * _RANK_STREAM + rank * 1_000_003 + st.step) % (2**63)
+        st.data_gen.manual_seed(base)
+        st.noise_gen.manual_seed(base + 1)
