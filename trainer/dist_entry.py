@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import traceback
 from pathlib import Path
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = JobConfig.model_validate(json.loads(Path(args.job).read_text()))
     ctx = init_process_group(cfg.device)
     relay = RelaySink.from_env() if ctx.is_main and os.environ.get(ENV_ADDRESS) else None
-    sink: Sink = relay if relay is not None else MemorySink() if ctx.is_main else NullSink()
+    memory = MemorySink()
+    sink: Sink = relay if relay is not None else memory if ctx.is_main else NullSink()
     try:
         trainer = DistTrainer(cfg, sink, Path(args.workdir), ctx,
                               data_root=Path(args.data_root) if args.data_root else None)
@@ -49,8 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     if relay is not None:
         relay.result(result.status, result.step, result.reason)
         relay.close()
-    elif ctx.is_main:
-        print(json.dumps({"status": result.status, "step": result.step, "world": ctx.world}))
+    elif ctx.is_main:   # a plain torchrun (bench/scaling.py): the result and the median timings
+        out = {"status": result.status, "step": result.step, "world": ctx.world}
+        for name in ("perf/step_s", "perf/img_s"):
+            if name in memory.metrics:
+                out[name] = statistics.median(memory.values(name))
+        print(json.dumps(out))
     dist.destroy_process_group()
     return 0
 
