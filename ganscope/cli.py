@@ -97,6 +97,13 @@ def worker(
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    gpus: Annotated[Optional[str], typer.Option(
+        envvar="GANSCOPE_GPUS",
+        help="GPUs this worker owns and advertises: 0 = just --device, N = N GPUs from --device on, all = "
+             "every visible GPU (a Slurm or Kubernetes allotment); it claims jobs asking for up to that many [0].")] = None,
+    sys_every: Annotated[Optional[float], typer.Option(
+        envvar="GANSCOPE_SYS_EVERY", min=0,
+        help="Seconds between system samples (sys/*; 0 turns them off) [5].")] = None,
     workdir: Annotated[Optional[Path], typer.Option(
         help="Checkpoints and scratch space [$GANSCOPE_HOME/worker, else ~/.ganscope/worker].")] = None,
     spool: Annotated[Optional[Path], typer.Option(help="Requests not yet delivered [WORKDIR/spool].")] = None,
@@ -121,6 +128,9 @@ def worker(
                         ("--worker-id", worker_id)):
         if value:
             argv += [flag, str(value)]
+    for flag, number in (("--gpus", gpus), ("--sys-every", sys_every)):
+        if number is not None:
+            argv += [flag, str(number)]
     if once:
         argv.append("--once")
     from ganscope.trainer.worker import main as worker_main

@@ -74,3 +74,17 @@ def test_alerts_api_agrees_with_the_message_and_the_band(server):
         [a] = wait_for(settled, timeout=15, what="the alert to reach step 1010")
         assert a["signature"] == "d_overpowering" and a["first_step"] == 11
         assert since(a["message"]) == 11 and a["evidence"]["window"] == [11, 1010]
+
+
+def test_a_backlog_fed_at_once_keeps_its_early_onset():
+    """A spool's backlog (or batches queued between judgements) arrives as one long batch: the engine
+    judges it in slices, so the onset at step 11 is not lost behind the kept window."""
+    n = 1200
+    ld = np.where(np.arange(1, n + 1) < 11, 0.9, 0.002)
+    pf = np.where(np.arange(1, n + 1) < 11, 0.3, 0.001)
+    steps = np.arange(1, n + 1)
+    det = RunDetector({"dataset": "ring8"})
+    changes = det.feed({"loss/d": (steps, ld), "pred/fake": (steps, pf)})
+    [a] = [a for a in det.history if a.signature == "d_overpowering"]
+    assert [c.kind for c in changes if c.alert is a][0] == "open"
+    assert a.first_step == 11 and since(a.message) == 11 and a.evidence["window"] == [11, n]

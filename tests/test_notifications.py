@@ -287,7 +287,7 @@ def test_escalation_is_notified_once_committed(tmp_path: Path, receivers) -> Non
     notify.register(db.engine, notifier)
     try:
         with db.write() as s:
-            run = runs_store.create_sdk_run(s, "escalating", JobConfig(notify=[rx.url("ok/job")]))
+            run, _ = runs_store.create_sdk_run(s, "escalating", {"notify": [rx.url("ok/job")]}, None)
             row = alerts_store.insert(s, run.id, {"signature": "mode_collapse", "severity": "warning",
                                                   "first_step": 10, "last_step": 20, "message": "narrowing",
                                                   "evidence": {}, "remedy": {}})

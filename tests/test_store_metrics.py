@@ -27,7 +27,7 @@ def db(request, tmp_path: Path) -> Iterator[Database]:
 
 def new_run(db: Database) -> int:
     with db.write() as s:
-        return runs.create_sdk_run(s, "t", JobConfig()).id
+        return runs.create_sdk_run(s, "t", {}, None)[0].id
 
 
 def put(db: Database, run_id: int, series: dict) -> metrics.AppendResult:

@@ -365,6 +365,14 @@ class _DeclaredFields(BaseModel):
         None, description="Each net's weight layers in registration order, as named in grad|weight|update/"
                           "<net>/<layer>; the first is the layer the classic plots show. run.watch() sends it.")
 
+    notify: list[str] | None = Field(
+        None, max_length=MAX_NOTIFY, description="Webhook URLs told about this run (as a job's `notify`).")
+
+    @field_validator("notify")
+    @classmethod
+    def _notify_targets(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else JobConfig._notify_urls(v)  # the same checks as a job's `notify`
+
     @field_validator("layers")
     @classmethod
     def _layer_names(cls, v: dict[str, list[str]] | None) -> dict[str, list[str]] | None:

@@ -31,6 +31,7 @@ from ganscope.server.detectors.remedies import tailor
 from ganscope.server.detectors.rules import RULES, Context, Finding, Series
 
 KEEP_STEPS = 400  # > the largest rule window (oscillation: 200) with room for the onset search
+FEED_SPAN = KEEP_STEPS // 2  # the most steps judged at once: a rule's window plus room for its onset
 SPARSE_POINTS = 64  # evaluations kept per quality/toy series: trends read the last few dozen at most
 TRIM_SLACK = 200  # the windows may hold up to this many steps more than KEEP_STEPS between trims
 EARLY_STEPS = 100  # the run's first steps: early gradient levels, step-0 weights, parameter counts
@@ -214,9 +215,27 @@ class RunDetector:
 
     # --- judging ------------------------------------------------------------------------------
     def feed(self, series: Mapping[str, tuple[Any, Any]], finite: bool | None = None) -> list[Change]:
-        """One ingested batch: merge it, run the rules that are due, return the alert changes."""
-        self.add(series, finite=finite)
-        return self.evaluate()
+        """One ingested batch: merge it, run the rules that are due, return the alert changes.
+
+        A batch spanning more steps than the rules' windows can hold (a spool's backlog, or several
+        batches queued between two judgements) is judged in slices of FEED_SPAN steps, so an onset early
+        in it is seen while it is still inside the kept window, as it would have been had it come live."""
+        lo, hi = _span(series)
+        if hi - lo < FEED_SPAN:
+            self.add(series, finite=finite)
+            return self.evaluate()
+        changes: list[Change] = []
+        for start in range(lo, hi + 1, FEED_SPAN):
+            part = {}
+            for name, (s, v) in series.items():
+                s, v = np.asarray(s), np.asarray(v)
+                keep = (s >= start) & (s < start + FEED_SPAN)
+                if keep.any():
+                    part[name] = (s[keep], v[keep])
+            if part:
+                self.add(part, finite=finite)
+                changes.extend(self.evaluate())
+        return changes
 
     def _due(self, sig: str) -> bool:
         """Is a rule worth running now? Judging is most of the detectors' cost, so a rule runs when its
@@ -331,3 +350,10 @@ class Engine:
 
     def __len__(self) -> int:
         return len(self._runs)
+
+
+def _span(series: Mapping[str, tuple[Any, Any]]) -> tuple[int, int]:
+    """The lowest and highest step of a batch (0, 0 when it has no point)."""
+    lows = [int(np.min(s)) for s, _ in series.values() if len(s)]
+    highs = [int(np.max(s)) for s, _ in series.values() if len(s)]
+    return (min(lows), max(highs)) if lows else (0, 0)
