@@ -151,3 +151,34 @@ def test_handed_back_job_resumes_from_rank_zero_checkpoint(server: ServerProc, s
     assert_points_once(server, run_id, steps)
     assert metric(c, run_id, "perf/world_size") == ([0, handed_at], [2.0, 2.0])
     assert run_of(c, run_id)["status"] == "succeeded"
+
+
+def torchrun(tmp_path: Path, name: str, **cfg: Any) -> dict[str, Any]:
+    """A plain torchrun of one job on 2 gloo ranks (no worker): rank 0's JSON summary."""
+    import json
+    import subprocess
+
+    from ganscope.trainer.relay import torchrun_command
+    from tests.harness import REPO, base_env
+
+    work = tmp_path / name
+    work.mkdir()
+    job = work / "job.json"
+    job.write_text(JobConfig(**cfg).model_dump_json())
+    out = subprocess.run(torchrun_command(2, job, work, None, None), cwd=REPO, env=base_env(tmp_path),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_stabilisers_train_in_step_on_both_ranks(tmp_path: Path) -> None:
+    """R1 and WGAN-GP differentiate through D inside DDP's forward; EMA, DiffAugment, spectral norm and
+    local batch norm ride along. After training, both ranks hold the same parameters."""
+    image = dict(dataset="shapes", image_size=16, ngf=8, ndf=8, nz=16, batch_size=8, flush_every=2,
+                 sample_every=100, checkpoint_every=100, device="cpu")
+    r1 = torchrun(tmp_path, "r1", **image, steps=6, r1_gamma=1.0, r1_every=2, ema_g=0.99,
+                  diffaugment="color,translation", loss="hinge", spectral_norm="d", probe_every=2)
+    gp = torchrun(tmp_path, "gp", **image, steps=4, loss="wgan_gp", d_steps=2, g_steps=2, fm_weight=0.5)
+    for got, steps in ((r1, 6), (gp, 4)):
+        assert got["status"] == "succeeded" and got["step"] == steps and got["world"] == 2, got
+        assert got["in_sync"] is True, got

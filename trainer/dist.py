@@ -166,3 +166,18 @@ def shard_streams(st: ckpt_io.TrainState, rank: int) -> None:
         base = (st.cfg.seed * _RANK_STREAM + rank * 1_000_003 + st.step) % (2**63)
         st.data_gen.manual_seed(base)
         st.noise_gen.manual_seed(base + 1)
+
+
+def nets_in_sync(trainer: DistTrainer) -> bool:
+    """Whether every rank holds the same G and D parameters (DDP's promise), by comparing checksums.
+
+    Buffers are left out: batch-norm running statistics move with each rank's own batch between DDP's
+    broadcasts of rank 0's."""
+    sums = []
+    for net in (trainer.state.g, trainer.state.d):
+        flat = torch.cat([p.detach().double().flatten().cpu() for p in net.parameters()])
+        sums += [flat.sum(), flat.abs().sum(), flat.square().sum()]
+    local = torch.stack(sums)
+    every = [torch.empty_like(local) for _ in range(trainer.world)]
+    dist.all_gather(every, local, group=trainer.ctrl)
+    return all(torch.equal(every[0], other) for other in every[1:])

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from ganscope.trainer.config import JobConfig
-from ganscope.trainer.dist import DistTrainer, NullSink, init_process_group
+from ganscope.trainer.dist import DistTrainer, NullSink, init_process_group, nets_in_sync
 from ganscope.trainer.relay import ENV_ADDRESS, RelaySink, die_with_parent
 from ganscope.trainer.sink import MemorySink, Sink
 
@@ -51,8 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     if relay is not None:
         relay.result(result.status, result.step, result.reason)
         relay.close()
-    elif ctx.is_main:   # a plain torchrun (bench/scaling.py): the result and the median timings
-        out = {"status": result.status, "step": result.step, "world": ctx.world}
+        dist.destroy_process_group()
+        return 0
+    in_sync = nets_in_sync(trainer)   # collective: every rank takes part
+    if ctx.is_main:   # a plain torchrun (bench/scaling.py, tests): the result and the median timings
+        out = {"status": result.status, "step": result.step, "world": ctx.world, "in_sync": in_sync}
         for name in ("perf/step_s", "perf/img_s"):
             if name in memory.metrics:
                 out[name] = statistics.median(memory.values(name))
