@@ -132,26 +132,38 @@ def test_killing_one_rank_fails_the_job_with_the_rank_named(server: ServerProc, 
     assert w.proc.poll() is None, "the worker lives on and can take the next job"
 
 
-def test_handed_back_job_resumes_from_rank_zero_checkpoint(server: ServerProc, spawn_worker) -> None:
-    c = server.client()
-    steps = 400
-    a = spawn_worker(server.url, args=TWO)
-    run_id = enqueue(c, name="resume on 2", steps=steps, flush_every=10, checkpoint_every=50)
-    wait_for(lambda: _checkpoint_step(c, run_id) >= 50, timeout=180, what="a checkpoint from rank 0")
-    procs = job_processes(a)
-    assert a.stop(timeout=90) == 0, a.log()   # SIGTERM: the ranks stop together, rank 0 checkpoints
-    m = re.search(rf"run {run_id}: finishing as handback at step (\d+)", a.log(tail=None))
-    assert m, a.log()
-    handed_at = int(m.group(1))
-    assert_no_job_processes(a, procs)
-    b = spawn_worker(server.url, args=TWO)
-    run = wait_status(c, run_id, {"succeeded", "failed"}, timeout=240, logs=[a, b])
-    assert run["status"] == "succeeded", (run, b.log())
-    assert f"run {run_id}: claimed (attempt 1), resuming from step {handed_at}" in b.log(tail=None), b.log()
-    assert_points_once(server, run_id, steps)
-    assert metric(c, run_id, "perf/world_size") == ([0, handed_at], [2.0, 2.0])
-    assert run_of(c, run_id)["status"] == "succeeded"
+def hand_back(c: Any, w: WorkerProc, run_id: int) -> int:
+    """SIGTERM the worker: the job stops (on every rank at once), checkpoints, goes back to the queue."""
+    procs = job_processes(w)
+    assert w.stop(timeout=90) == 0, w.log()
+    m = re.search(rf"run {run_id}: finishing as handback at step (\d+)", w.log(tail=None))
+    assert m, w.log()
+    assert_no_job_processes(w, procs)
+    return int(m.group(1))
 
+
+def test_handed_back_job_resumes_on_another_number_of_processes(server: ServerProc, spawn_worker) -> None:
+    """2 ranks -> 1 process -> 2 ranks: rank 0's checkpoint resumes in one process, and one process's
+    checkpoint resumes on two ranks (both load it); every step is reported once over the three legs."""
+    c = server.client()
+    steps = 600
+    a = spawn_worker(server.url, args=TWO)
+    run_id = enqueue(c, name="resume 2-1-2", steps=steps, flush_every=10, checkpoint_every=50)
+    wait_for(lambda: _checkpoint_step(c, run_id) >= 50, timeout=180, what="a checkpoint from rank 0")
+    at_a = hand_back(c, a, run_id)
+    b = spawn_worker(server.url, args=FAST_HB)
+    wait_for(lambda: _checkpoint_step(c, run_id) >= at_a + 50, timeout=180, what="a checkpoint from the 1-process leg")
+    at_b = hand_back(c, b, run_id)
+    assert f"run {run_id}: claimed (attempt 1), resuming from step {at_a}" in b.log(tail=None), b.log()
+    assert at_a < at_b < steps
+    d = spawn_worker(server.url, args=TWO)
+    run = wait_status(c, run_id, {"succeeded", "failed"}, timeout=240, logs=[a, b, d])
+    assert run["status"] == "succeeded", (run, d.log())
+    assert f"run {run_id}: claimed (attempt 1), resuming from step {at_b}" in d.log(tail=None), d.log()
+    assert_points_once(server, run_id, steps)
+    # The 1-process leg records no world size; each torchrun leg records its own at its first step.
+    assert metric(c, run_id, "perf/world_size") == ([0, at_b], [2.0, 2.0])
+    assert run_of(c, run_id)["status"] == "succeeded"
 
 def torchrun(tmp_path: Path, name: str, **cfg: Any) -> dict[str, Any]:
     """A plain torchrun of one job on 2 gloo ranks (no worker): rank 0's JSON summary."""
