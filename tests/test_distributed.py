@@ -194,3 +194,17 @@ def test_stabilisers_train_in_step_on_both_ranks(tmp_path: Path) -> None:
     for got, steps in ((r1, 6), (gp, 4)):
         assert got["status"] == "succeeded" and got["step"] == steps and got["world"] == 2, got
         assert got["in_sync"] is True, got
+
+
+def test_a_killed_worker_takes_its_ranks_with_it(server: ServerProc, spawn_worker) -> None:
+    """SIGKILL leaves the worker no time to clean up: torchrun (parent-death signal) and then its ranks go."""
+    c = server.client()
+    w = spawn_worker(server.url, args=TWO)
+    run_id = enqueue(c, name="worker killed", steps=100_000, flush_every=10)
+    wait_for(lambda: len(ranks_of(w)) == 2 and metric(c, run_id, "loss/d")[0], timeout=180, what="two ranks training")
+    procs = job_processes(w)
+    assert len(procs) >= 3, procs   # torchrun and two ranks
+    w.proc.send_signal(signal.SIGKILL)
+    w.proc.wait()
+    gone, alive = psutil.wait_procs(procs, timeout=30)
+    assert not alive, f"orphans: {[(p.pid, p.cmdline()) for p in alive]}"
