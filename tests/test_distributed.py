@@ -197,7 +197,8 @@ def test_stabilisers_train_in_step_on_both_ranks(tmp_path: Path) -> None:
 
 
 def test_a_killed_worker_takes_its_ranks_with_it(server: ServerProc, spawn_worker) -> None:
-    """SIGKILL leaves the worker no time to clean up: torchrun (parent-death signal) and then its ranks go."""
+    """SIGKILL leaves the worker no time to clean up: rank 0 loses its relay and fails, torchrun ends the other
+    rank and exits (and torchrun has a parent-death signal besides): nothing is left running."""
     c = server.client()
     w = spawn_worker(server.url, args=TWO)
     run_id = enqueue(c, name="worker killed", steps=100_000, flush_every=10)
