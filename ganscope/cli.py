@@ -101,6 +101,10 @@ def worker(
         envvar="GANSCOPE_GPUS",
         help="GPUs this worker owns and advertises: 0 = just --device, N = N GPUs from --device on, all = "
              "every visible GPU (a Slurm or Kubernetes allotment); it claims jobs asking for up to that many [0].")] = None,
+    procs_per_job: Annotated[Optional[int], typer.Option(
+        envvar="GANSCOPE_PROCS_PER_JOB", min=0,
+        help="Processes per job under torchrun: N gloo ranks on CPU, N ranks on N GPUs (needs --gpus >= N); "
+             "0 = one on CPU, the job's `gpus` on GPUs [0].")] = None,
     sys_every: Annotated[Optional[float], typer.Option(
         envvar="GANSCOPE_SYS_EVERY", min=0,
         help="Seconds between system samples (sys/*; 0 turns them off) [5].")] = None,
@@ -117,7 +121,7 @@ def worker(
         help="Longest wait for the server to take spooled data after a job or at exit.")] = 30.0,
     worker_id: Annotated[Optional[str], typer.Option(help="Stable id [host-pid-random].")] = None,
 ) -> None:
-    """Train jobs claimed from a server (one job at a time on one device; run one worker per GPU)."""
+    """Train jobs claimed from a server, one at a time (on several GPUs or processes under torchrun)."""
     home = os.environ.get("GANSCOPE_HOME")
     if workdir is None and home:
         # Keep the worker's checkpoints and spool beside the rest of ganscope's data (a compose volume).
@@ -128,7 +132,7 @@ def worker(
                         ("--worker-id", worker_id)):
         if value:
             argv += [flag, str(value)]
-    for flag, number in (("--gpus", gpus), ("--sys-every", sys_every)):
+    for flag, number in (("--gpus", gpus), ("--procs-per-job", procs_per_job), ("--sys-every", sys_every)):
         if number is not None:
             argv += [flag, str(number)]
     if once:

@@ -174,8 +174,8 @@ class JobConfig(BaseModel):
     gpus: int = Field(
         0, ge=0, le=MAX_GPUS,
         description="GPUs the job needs: only a worker advertising at least this many claims it. 0 = any "
-                    "worker, CPU included. One job across several GPUs (torchrun) is coming; until then the "
-                    "job trains on its worker's first GPU.")
+                    "worker, CPU included. N >= 2 trains on N GPUs at once, one process per GPU under torchrun "
+                    "(DistributedDataParallel; effective batch batch_size x N).")
 
     # --- failure policy and queue -------------------------------------------
     on_failure: Literal["warn", "stop"] = Field(

@@ -138,6 +138,10 @@ class Trainer:
         self._last_poll = time.monotonic()
         self._last_ckpt_step = -1
         self.quality = QualityEval(cfg, self.device) if self.probes and not cfg.is_toy and cfg.eval_every else None
+        # Seams for one job on several processes (trainer/dist.py overrides them): processes in the
+        # job, and whether this one draws samples and figures (the others' sink drops them anyway).
+        self.world = 1
+        self.draws = True
 
     # --- setup helpers -----------------------------------------------------------
     def _check_data_shape(self) -> None:
@@ -175,14 +179,14 @@ class Trainer:
     def train_step(self, step: int) -> None:
         """Step number `step` (1-based): d_steps D updates, then g_steps G updates."""
         cfg, st, obj = self.cfg, self.state, self.objective
-        g, d = st.g, st.d
+        g, d = self.train_nets()   # D's training forwards; G's step asks the plain st.d (its params frozen)
         probe = self.probes and step % cfg.probe_every == 0
         record = self.probes
         r1 = None
 
         # D updates. The last one's fake batch keeps G's graph and is reused by the first G update
         # (as pytorch/examples' dcgan does), saving one G forward per step.
-        d.requires_grad_(True)
+        st.d.requires_grad_(True)
         for k in range(cfg.d_steps):
             last = k == cfg.d_steps - 1
             real = self.real_batch()
@@ -204,7 +208,7 @@ class Trainer:
                 loss_d_real, loss_d_fake = obj.d_terms(score_r, score_f)
                 loss_d = loss_d_real + loss_d_fake
                 if cfg.loss == "wgan_gp":
-                    gp = gradient_penalty(lambda x: d(x)[0], real_in, fake_in, st.noise_gen)
+                    gp = gradient_penalty(lambda x: st.d(x)[0], real_in, fake_in, st.noise_gen)
                     loss_d = loss_d + cfg.gp_weight * gp
                 objective_d = loss_d
                 if r1_now:
@@ -221,7 +225,7 @@ class Trainer:
                 layers_d = self.probe_d.after_step()
 
         # G updates: D's parameters are frozen so backward computes no gradient G does not need.
-        d.requires_grad_(False)
+        st.d.requires_grad_(False)
         feat_real = feat_r.detach().float().mean(0)
         w_fm = self.fm_weight(step)
         for j in range(cfg.g_steps):
@@ -229,7 +233,7 @@ class Trainer:
                 with autocast(self.device, self.amp):
                     fake = g(self.noise(cfg.batch_size))
             with autocast(self.device, self.amp):
-                logit_fg, feat_fg = d(self.aug(fake))
+                logit_fg, feat_fg = st.d(self.aug(fake))
                 score_fg = logit_fg.float()
                 loss_adv = obj.g_adv(score_fg)
                 loss_g = loss_adv
@@ -263,17 +267,32 @@ class Trainer:
         if probe:
             self.buffer.record("probe", step, torch.cat([layers_d, layers_g, diversity(fake_d, real).reshape(1)]))
 
+    # --- seams for several processes (identities here) -----------------------------------
+    def train_nets(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """The G and D that training forwards go through (DistributedDataParallel wrappers under torchrun)."""
+        return self.state.g, self.state.d
+
+    def agree(self, flush: bool, poll: bool) -> tuple[bool, bool]:
+        """Whether to flush and poll after this step; under torchrun every rank takes rank 0's answer."""
+        return flush, poll
+
+    def reduce_series(self, series: dict[str, tuple[list[int], list[float]]]) -> dict[str, tuple[list[int], list[float]]]:
+        return series
+
+    def save_checkpoint(self) -> Path:
+        return ckpt_io.save(self.state, ckpt_io.checkpoint_path(self.workdir, self.state.step))
+
     # --- periodic work ---------------------------------------------------------------
     def flush(self) -> None:
         step = self.state.step
         # The drain's device -> host copy waits for all queued device work, so timing after it
         # counts what the accelerator really spent on this window.
-        series = self.buffer.drain()
+        series = self.reduce_series(self.buffer.drain())
         if self.probes and self.window.steps:
             train_s = max(time.perf_counter() - self.window.start - self.window.side_s, 1e-9)
             step_s = train_s / self.window.steps
             series["perf/step_s"] = ([step], [step_s])
-            series["perf/img_s"] = ([step], [self.cfg.batch_size * self.cfg.d_steps / step_s])
+            series["perf/img_s"] = ([step], [self.world * self.cfg.batch_size * self.cfg.d_steps / step_s])
             series["lr/d"] = ([step], [float(self.state.opt_d.param_groups[0]["lr"])])
             series["lr/g"] = ([step], [float(self.state.opt_g.param_groups[0]["lr"])])
         if series:
@@ -321,10 +340,10 @@ class Trainer:
         if self._last_ckpt_step == st.step:
             return
         self.flush()  # metrics up to this step reach the sink before the checkpoint that covers them
-        path = ckpt_io.save(st, ckpt_io.checkpoint_path(self.workdir, st.step))
+        path = self.save_checkpoint()
         self._last_ckpt_step = st.step
         self.sink.on_checkpoint(st.step, path)
-        if not self.cfg.is_toy:
+        if not self.cfg.is_toy and self.draws:
             for kind, png in checkpoint_figures(self.eval_generator(), self.cfg, self.device).items():
                 self.sink.on_sample(st.step, kind, png)
         ckpt_io.prune(self.workdir, KEEP_CHECKPOINTS)
@@ -380,13 +399,11 @@ class Trainer:
             self.write_checkpoint()
         # A checkpoint flushes (and restarts the timing window): count only side time inside this window.
         self.window.side_s += time.perf_counter() - max(side_start, self.window.start)
-        flushed = False
-        if step % cfg.flush_every == 0 or time.monotonic() - self._last_flush >= cfg.flush_seconds:
+        flush, poll = self.agree(step % cfg.flush_every == 0 or time.monotonic() - self._last_flush >= cfg.flush_seconds,
+                                 time.monotonic() - self._last_poll >= CONTROL_POLL_S)
+        if flush:
             self.flush()
-            flushed = True
-        if flushed or time.monotonic() - self._last_poll >= CONTROL_POLL_S:
-            return self.poll()
-        return None
+        return self.poll() if flush or poll else None
 
     def run(self, resume: Path | None = None) -> TrainResult:
         action = self.start(resume)
@@ -399,6 +416,8 @@ class Trainer:
 
     def _periodic_outputs(self, force: bool) -> None:
         step = self.state.step
+        if not self.draws:
+            return
         if self.cfg.is_toy:
             if force or step % self.cfg.toy_every == 0:
                 self.toy_report()

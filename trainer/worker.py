@@ -16,6 +16,9 @@ claim, so it only gets jobs whose `gpus` it can serve. A system-metrics thread s
 RAM every `--sys-every` seconds (trainer/sysmetrics.py): each sample goes to the run in training, at
 the step the sink last saw flushed (no host sync of its own), and with the next heartbeat or claim to
 the server's record of this worker.
+
+Several processes per job (`--procs-per-job N`, or a job's `gpus` on a worker owning that many GPUs):
+the worker launches the job under torchrun and relays rank 0's reports to the same sink (trainer/relay.py).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from ganscope import __version__
 from ganscope.trainer.client import Client, ServerUnavailable, SpoolBusy
 from ganscope.trainer.config import MAX_GPUS, JobConfig
 from ganscope.trainer.device import DeviceError
+from ganscope.trainer.relay import launch, procs_for, visible_devices
 from ganscope.trainer.sysmetrics import GpuRef, SysMetricsThread, SystemSampler
 
 log = logging.getLogger("ganscope.worker")
@@ -116,6 +120,9 @@ class Worker:
         self.device = resolve_device(opts.device)
         self.gpu_indices = resolve_gpus(self.device, opts.gpus)
         self.devices = describe_devices(self.device, self.gpu_indices)
+        if self.device.startswith("cuda") and opts.procs_per_job > len(self.gpu_indices):
+            raise DeviceError(f"--procs-per-job {opts.procs_per_job} needs as many GPUs: start the worker with "
+                              f"--gpus {opts.procs_per_job} (it owns {len(self.gpu_indices)})")
         self.client = Client(opts.server, Path(opts.spool), token=opts.token, on_action=self._on_ingest_action,
                              flush_seconds=0.5)
         # torch and the trainer load now (seconds), not between claiming a job and heart-beating for it.
@@ -218,10 +225,16 @@ class Worker:
                 cfg = cfg.model_copy(update={"device": self.device})
             resume_path = self._fetch_checkpoint(run_id, rundir, resume.get("url")) if resume else None
             kw: dict[str, Any] = {"data_root": Path(self.opts.data_root)} if self.opts.data_root else {}
-            log.info("run %d: training on %s", run_id, cfg.device)
-            result = self._train(cfg, WorkerSink(self.client, state, self), rundir, resume=resume_path, **kw)
-            status, step = result.status, int(result.step)
-            error = result.reason if status == "failed" else None
+            procs = procs_for(cfg.device, self.gpu_indices, self.opts.procs_per_job, cfg.gpus)
+            log.info("run %d: training on %s%s", run_id, cfg.device, f" x {procs} processes (torchrun)" * (procs > 1))
+            sink = WorkerSink(self.client, state, self)
+            if procs > 1:   # one job on several processes: torchrun launches them, rank 0 reports here
+                cuda = visible_devices(self.gpu_indices[:procs]) if cfg.device.startswith("cuda") else None
+                status, step, error = launch(cfg, sink, rundir, procs, resume_path, kw.get("data_root"), cuda)
+            else:
+                result = self._train(cfg, sink, rundir, resume=resume_path, **kw)
+                status, step, error = result.status, int(result.step), result.reason
+            error = error if status == "failed" else None
         except BaseException as exc:  # noqa: BLE001 - reported as the run's failure, then re-raised if fatal
             status, step = "failed", state.step
             error = traceback.format_exception_only(type(exc), exc)[-1].strip()
@@ -351,8 +364,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gpus", type=_gpus_arg, default=os.environ.get("GANSCOPE_GPUS", "0"),
                    help="GPUs this worker owns and advertises (or GANSCOPE_GPUS): 0 = just --device; N = N GPUs "
                         "from --device on; all = every visible GPU (a Slurm or Kubernetes allotment). Jobs asking "
-                        "for up to that many GPUs (`gpus`) are claimed; until one job spans GPUs (torchrun) it "
-                        "trains on the first")
+                        "for up to that many GPUs (`gpus`) are claimed and train on that many under torchrun")
+    p.add_argument("--procs-per-job", type=int, default=int(os.environ.get("GANSCOPE_PROCS_PER_JOB", "0")),
+                   help="processes per job under torchrun (or GANSCOPE_PROCS_PER_JOB): on CPU, N gloo ranks; on GPUs, "
+                        "N ranks on N of the worker's GPUs (needs --gpus >= N); 0 = one on CPU, the job's `gpus` on GPUs")
     p.add_argument("--sys-every", type=float, default=float(os.environ.get("GANSCOPE_SYS_EVERY", "5")),
                    help="seconds between system-metrics samples (sys/*: GPU, CPU, RAM); 0 turns them off "
                         "(or GANSCOPE_SYS_EVERY)")
@@ -369,6 +384,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     opts = p.parse_args(argv)
     if opts.device != "auto" and not re.match(r"^(cpu|cuda(:\d+)?|mps)$", opts.device):
         p.error(f"--device must be auto, cpu, cuda or cuda:N, got {opts.device!r}")
+    if opts.procs_per_job < 0:
+        p.error(f"--procs-per-job must be 0 or more, got {opts.procs_per_job}")
     opts.spool = opts.spool or os.path.join(opts.workdir, "spool")
     return opts
 
