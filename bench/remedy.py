@@ -133,8 +133,12 @@ def solve(sc: Scenario, seed: int, steps_scale: float = 1.0, escalate: bool = Tr
     return case
 
 
-def _solve(args: tuple[Scenario, int, float, bool]) -> Case:
-    return solve(*args)
+_SCENARIOS: dict[str, Scenario] = {}  # filled before the pool forks: onsets are closures, which do not pickle
+
+
+def _solve(args: tuple[str, int, float, bool]) -> Case:
+    name, seed, scale, escalate = args
+    return solve(_SCENARIOS[name], seed, scale, escalate)
 
 
 def fmt_changes(remedy: dict[str, Any] | None) -> str:
@@ -202,7 +206,8 @@ def main() -> None:
     jobs = failing_corpus(seeds, args.quick_only, {s for s in args.only.split(",") if s})
     t0 = time.perf_counter()
     print(f"{len(jobs)} failing runs of the labelled corpus, {args.jobs} at a time", flush=True)
-    work = [(sc, s, args.steps_scale, not args.no_escalate) for sc, s in jobs]
+    _SCENARIOS.update({sc.name: sc for sc, _ in jobs})
+    work = [(sc.name, s, args.steps_scale, not args.no_escalate) for sc, s in jobs]
     if args.jobs > 1:
         with get_context("fork").Pool(args.jobs, maxtasksperchild=4) as pool:
             cases = []
