@@ -73,7 +73,8 @@ def problems(m: Metrics, cfg: dict[str, Any]) -> list[str]:
     first = _first_layer(m, "g")
     if first and (t := _tail(m, first, -1)) is not None and _frac(t[1] == 0) > 0.5:
         out.append(f"no gradient reaches G ({first} = 0)")
-    if (t := _tail(m, "pred/fake_g", -1)) is not None and _frac(t[1] < 0.01) > 0.5:
+    minimax = cfg.get("loss") == "minimax"  # under the other losses D(G(z)) does not scale G's gradient
+    if minimax and (t := _tail(m, "pred/fake_g", -1)) is not None and _frac(t[1] < 0.01) > 0.5:
         out.append("G's minimax gradient gone (D(G(z)) < 0.01 in G's step)")
     upd = [n for n in m if n.startswith("update/d/")]
     if upd and all((t := _tail(m, n, -1)) is not None and np.median(t[1]) < 1e-6 for n in upd):
@@ -108,7 +109,9 @@ def _toy_fit(m: Metrics, cfg: dict[str, Any]) -> list[str]:
     level = float(np.median(q[-3:])) if q.size else 0.0
     total = {"ring8": 8, "grid25": 25, "bimodal1d": 2, "trimodal1d": 3, "gauss1d": 1}.get(str(cfg.get("dataset")))
     mode_level = float(np.median(modes[-3:])) if modes.size else 0.0
-    if total and total > 1 and end >= 150 and level >= 0.5 and mode_level <= total // 2:
+    # tests/scenarios.py's collapse label asks quality >= 0.5; healthy asks more: a third of G's samples on at
+    # most half the modes is already a collapse (1 of 2 modes at quality 0.47 was what a calm-D relaunch gave)
+    if total and total > 1 and end >= 150 and level >= 0.3 and mode_level <= total // 2:
         out.append(f"collapsed on {mode_level:g} of {total} modes (quality {level:.2f})")
     if end >= FIT_FROM:
         best = float(np.max([np.median(q[max(0, i - 2):i + 1]) for i in range(q.size) if s[i] >= 200],

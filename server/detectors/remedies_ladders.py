@@ -154,8 +154,25 @@ def _oscillation(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[lis
     return [first, second, third]
 
 
+def _image_collapse_causes(cfg: dict[str, Any], kind: str, lr_d: float, lr_g: float) -> list[Change]:
+    """The image collapse measured here (tests/scenarios.py's shapes_collapse): G without batch norm, slower
+    than D, contracts to one image once D pulls ahead. Undoing those two is the first line: minibatch
+    discrimination and feature matching on top made a small D win outright (loss/d 0.01) instead."""
+    out: list[Change] = []
+    bn = current(cfg, "batch_norm", kind)
+    if bn is not MISSING and not bn:
+        out.append(C("batch_norm", True, "without batch norm a G that D pulled ahead of contracted to one image "
+                     "here; with it G's output keeps depending on z", "measured", "use batch norm in G"))
+    if lr_g < lr_d:
+        out.append(C("lr_g", lr_d, f"G at {lr_g / lr_d:.2g}× D's rate fell behind and contracted to what fooled "
+                     "D; G at D's rate kept its spread here (0.93 of the data's against 0.005)", "measured",
+                     "give G the same learning rate as D"))
+    return out
+
+
 def _mode_collapse(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[list[Change]]:
     lr_d, lr_g = _f(cfg, "lr_d", kind, DCGAN_LR), _f(cfg, "lr_g", kind, DCGAN_LR)
+    causes = _image_collapse_causes(cfg, kind, lr_d, lr_g) if _is_image(cfg) else []
     first = [C("minibatch_disc", True, "D sees statistics across the batch, so a batch of near-identical fakes "
                "gives itself away", "salimans", "add a minibatch discrimination layer to D")]
     if _f(cfg, "fm_weight", kind, 0.0) == 0:
@@ -169,16 +186,13 @@ def _mode_collapse(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[l
     if lr_g > lr_d:
         first.append(C("lr_g", lr_d, "G learned faster than D could follow", "ttur", "make G's rate no higher "
                        "than D's"))
-    if _is_image(cfg):
-        first.append(C("batch_norm", True, "without batch norm a G that D pulled ahead of contracted to one "
-                       "image here", "measured", "use batch norm in G"))
     second = [C("spectral_norm", "d", "a spectrally normalised D gives G gradients that spread its samples",
                 "sngan", "add spectral normalisation to D"),
               C("lr_d", min(2 * lr_d, 4e-4), "a faster D punishes the modes G piles onto", "ttur",
                 "give D a faster learning rate than G", only_without="spectral_norm")]
     third = [C("lr_d", min(4 * lr_g, 4e-4), "two time-scales: D at up to four times G's rate", "ttur",
                "give D a learning rate up to four times G's")]
-    return [first, second, third]
+    return [causes, first, second, third] if causes else [first, second, third]
 
 
 def _d_not_learning(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[list[Change]]:
@@ -200,9 +214,14 @@ def _d_not_learning(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[
                        "lower D's learning rate to 2e-4"))
         if lr_g > 1e-3:
             first.append(C("lr_g", DCGAN_LR, f"G's {lr_g:g} is as far off", "dcgan", "lower G's learning rate to 2e-4"))
-    elif lr_g > lr_d:
-        first.append(C("lr_g", lr_d, f"G ran {lr_g / lr_d:.3g}× faster than D, which never caught up", "ttur",
-                       "make G's learning rate no higher than D's"))
+    elif lr_g > lr_d or _f(cfg, "g_steps", kind, 1) > 1:
+        g_steps = _f(cfg, "g_steps", kind, 1)
+        if g_steps > 1:
+            first.append(C("g_steps", 1, f"{g_steps:g} G steps per D step: G moves on before D has learned "
+                           "what separates its samples", "ganhacks", "train G once per D step"))
+        if lr_g > lr_d:
+            first.append(C("lr_g", lr_d, f"G ran {lr_g / lr_d:.3g}× faster than D, which never caught up", "ttur",
+                           "make G's learning rate no higher than D's"))
     else:
         first.append(C("lr_d", min(2 * lr_g, 4e-4), "a D on a faster time-scale than G can track it", "ttur",
                        "give D a faster learning rate than G (two time-scales)"))
