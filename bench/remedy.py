@@ -169,7 +169,8 @@ def report(cases: list[Case]) -> tuple[float, float, int]:
         if not c.provoked:
             print(f"  {c.name}/s{c.seed}: symptom not provoked this time (not counted)")
             continue
-        line = f"  {c.name}/s{c.seed}: {c.signature} -> {fmt_changes(c.remedy)} -> "
+        was = "; ".join(c.original.problems) if c.original and c.original.problems else "raw measures fine"
+        line = f"  {c.name}/s{c.seed} ({was}): {c.signature} -> {fmt_changes(c.remedy)} -> "
         line += ("fixed" if c.first and c.first.fixed else (c.first.why() if c.first else "not relaunched"))
         if c.second is not None:
             line += f" -> {fmt_changes(c.remedy2)} -> " + ("fixed" if c.second.fixed else c.second.why())

@@ -128,3 +128,27 @@ def test_catalog_sources_are_full_references_to_original_works():
     for s in catalog.catalog():
         text = " ".join([s["meaning"], s["rule"], s["remedy"]["text"], *(t["why"] for t in s["thresholds"])])
         assert "seed write-up" not in text and "GAN-NOTES" not in text
+
+
+def test_image_collapse_undoes_its_measured_causes_before_adding_d_machinery():
+    """shapes_collapse (no batch norm, G at half D's rate): minibatch discrimination and feature matching on
+    top made its small D win outright in bench/remedy.py; batch norm and G at D's rate fixed it. Then the
+    ladder goes on to the Salimans et al. tricks; a toy collapse starts with them."""
+    cfg = full({"dataset": "shapes", "image_size": 16, "batch_norm": False, "g_act": "leaky_relu", "nz": 1,
+                "lr_g": 1e-4})
+    r = catalog.remedy_for("mode_collapse", cfg)
+    assert r["config"] == {"batch_norm": True, "lr_g": cfg["lr_d"]} and r["level"] == 1
+    assert "measured" in r["text"] and "lr_g 0.0001 → 0.0002" in r["text"]
+    nxt = catalog.remedy_for("mode_collapse", {**cfg, **r["config"]})
+    assert nxt["level"] == 2 and nxt["config"]["minibatch_disc"] is True and "batch_norm" not in nxt["config"]
+    toy = catalog.remedy_for("mode_collapse", full({"dataset": "bimodal1d", "lr_g": 1e-4}))
+    assert toy["level"] == 1 and toy["config"]["minibatch_disc"] is True
+
+
+def test_d_not_learning_against_a_g_taking_several_steps_resets_g_steps():
+    """bimodal_collapse_calm_d: 5 G steps per D step at lr_g 1e-3 — both G's pace knobs come back."""
+    cfg = full({"dataset": "bimodal1d", "g_steps": 5, "lr_g": 1e-3})
+    r = catalog.remedy_for("d_not_learning", cfg, {"cause": "chance"})
+    assert r["config"]["g_steps"] == 1 and r["config"]["lr_g"] == cfg["lr_d"]
+    only_steps = catalog.remedy_for("d_not_learning", full({"g_steps": 3}), {"cause": "chance"})
+    assert only_steps["config"] == {"g_steps": 1}

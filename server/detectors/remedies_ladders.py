@@ -172,7 +172,7 @@ def _image_collapse_causes(cfg: dict[str, Any], kind: str, lr_d: float, lr_g: fl
 
 def _mode_collapse(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[list[Change]]:
     lr_d, lr_g = _f(cfg, "lr_d", kind, DCGAN_LR), _f(cfg, "lr_g", kind, DCGAN_LR)
-    causes = _image_collapse_causes(cfg, kind, lr_d, lr_g) if _is_image(cfg) else []
+    causes = _image_collapse_causes(cfg, kind, lr_d, lr_g)
     first = [C("minibatch_disc", True, "D sees statistics across the batch, so a batch of near-identical fakes "
                "gives itself away", "salimans", "add a minibatch discrimination layer to D")]
     if _f(cfg, "fm_weight", kind, 0.0) == 0:
@@ -192,7 +192,8 @@ def _mode_collapse(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[l
                 "give D a faster learning rate than G", only_without="spectral_norm")]
     third = [C("lr_d", min(4 * lr_g, 4e-4), "two time-scales: D at up to four times G's rate", "ttur",
                "give D a learning rate up to four times G's")]
-    return [causes, first, second, third] if causes else [first, second, third]
+    # images keep the (maybe empty: in place) causes rung, so a relaunch's rung numbers stay those of its parent
+    return [causes, first, second, third] if _is_image(cfg) else [first, second, third]
 
 
 def _d_not_learning(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[list[Change]]:
