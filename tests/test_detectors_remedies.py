@@ -86,7 +86,7 @@ def test_d_not_learning_never_proposes_the_rate_that_broke_it():
     assert r["config"]["lr_d"] == 2e-4
     fast_g = full({"lr_d": 1e-4, "lr_g": 3e-3})
     r = catalog.remedy_for("d_not_learning", fast_g, {"cause": "chance"})
-    assert r["config"]["lr_g"] == 1e-4  # G brought down to D's rate, D's left alone
+    assert r["config"]["lr_g"] == 1e-4 and r["config"]["lr_d"] == 2e-4  # G to D's rate, D on the faster scale
     balanced = full({})
     r = catalog.remedy_for("d_not_learning", balanced, {"cause": "chance"})
     assert r["config"]["lr_d"] > balanced["lr_d"]  # two time-scales: D faster than G
@@ -142,7 +142,10 @@ def test_image_collapse_undoes_its_measured_causes_before_adding_d_machinery():
     nxt = catalog.remedy_for("mode_collapse", {**cfg, **r["config"]})
     assert nxt["level"] == 2 and nxt["config"]["minibatch_disc"] is True and "batch_norm" not in nxt["config"]
     toy = catalog.remedy_for("mode_collapse", full({"dataset": "bimodal1d", "lr_g": 1e-4}))
-    assert toy["level"] == 1 and toy["config"]["minibatch_disc"] is True
+    assert toy["level"] == 2 and toy["config"]["minibatch_disc"] is True  # no cause in its config: rung 2
+    stuck = full({"dataset": "grid25", "lr_d": 2e-3, "lr_g": 1e-5, "d_steps": 3})  # grid25_g_stuck
+    r = catalog.remedy_for("mode_collapse", stuck)
+    assert r["level"] == 1 and r["config"] == {"d_steps": 1, "lr_g": 2e-4, "lr_d": 2e-4}
 
 
 def test_d_not_learning_against_a_g_taking_several_steps_resets_g_steps():
@@ -152,3 +155,13 @@ def test_d_not_learning_against_a_g_taking_several_steps_resets_g_steps():
     assert r["config"]["g_steps"] == 1 and r["config"]["lr_g"] == cfg["lr_d"]
     only_steps = catalog.remedy_for("d_not_learning", full({"g_steps": 3}), {"cause": "chance"})
     assert only_steps["config"] == {"g_steps": 1}
+
+
+def test_ema_decay_fits_the_run_length():
+    """An average that starts at G's init: 0.999 over 600 steps sampled from weights half the init (toy/quality
+    0 in bench/remedy.py where the last iterate had 0.48). The horizon is a tenth of the run, at most 1,000."""
+    short = catalog.remedy_for("quality_stalled", full({"dataset": "gauss1d", "toy_hidden": 16, "steps": 600}),
+                               {"verdict": "regressing", "losses": {}})
+    assert short["config"]["ema_g"] == round(1 - 1 / 60, 4) and "last ~60 of the run's 600 steps" in short["text"]
+    long = catalog.remedy_for("oscillation", full({"steps": 100_000, "lr_d": 1e-4, "lr_g": 1e-4, "r1_gamma": 10.0}))
+    assert long["level"] == 3 and long["config"]["ema_g"] == 0.999  # first two rungs in place: the EMA, capped

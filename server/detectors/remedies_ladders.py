@@ -149,16 +149,27 @@ def _oscillation(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[lis
                 "lower both learning rates five-fold", only_without="r1_gamma"),
               C("lr_g", min(lr_d, lr_g) / 5, "without R1 in this trainer: far smaller steps", "r1",
                 "lower both learning rates five-fold", only_without="r1_gamma")]
-    third = [C("ema_g", 0.999, "an average of G's oscillating iterates sits nearer the equilibrium than any one",
+    decay, over = _ema_decay(cfg, kind)
+    third = [C("ema_g", decay, f"an average of G's oscillating iterates ({over}) sits nearer the equilibrium "
+               "than any one",
                "ema", "keep an exponential moving average of G's weights (decay 0.999) and sample from it")]
     return [first, second, third]
 
 
-def _image_collapse_causes(cfg: dict[str, Any], kind: str, lr_d: float, lr_g: float) -> list[Change]:
-    """The image collapse measured here (tests/scenarios.py's shapes_collapse): G without batch norm, slower
-    than D, contracts to one image once D pulls ahead. Undoing those two is the first line: minibatch
-    discrimination and feature matching on top made a small D win outright (loss/d 0.01) instead."""
+def _collapse_causes(cfg: dict[str, Any], kind: str, lr_d: float, lr_g: float) -> list[Change]:
+    """What in the config drove G onto one mode, undone first: minibatch discrimination and feature matching
+    on top of a D already far ahead made D win outright in bench/remedy.py (grid25_g_stuck, shapes_collapse).
+
+    The image collapse measured here (tests/scenarios.py's shapes_collapse): G without batch norm, slower
+    than D, contracts to one image once D pulls ahead. A toy G starved by D's config (grid25_g_stuck: lr_d
+    200× lr_g, 3 D steps) never leaves the mode it starts on."""
     out: list[Change] = []
+    d_steps = _f(cfg, "d_steps", kind, 1)
+    if d_steps > 1:
+        out.append(C("d_steps", 1, f"{d_steps:g} D steps per G step keep D so far ahead that G cannot leave the "
+                     "mode it found", "ganhacks", "train D once per G step"))
+    if not _is_image(cfg):
+        return out + (_rates_for_d_ahead(lr_d, lr_g) if lr_g * 4 <= lr_d else [])
     bn = current(cfg, "batch_norm", kind)
     if bn is not MISSING and not bn:
         out.append(C("batch_norm", True, "without batch norm a G that D pulled ahead of contracted to one image "
@@ -172,7 +183,7 @@ def _image_collapse_causes(cfg: dict[str, Any], kind: str, lr_d: float, lr_g: fl
 
 def _mode_collapse(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[list[Change]]:
     lr_d, lr_g = _f(cfg, "lr_d", kind, DCGAN_LR), _f(cfg, "lr_g", kind, DCGAN_LR)
-    causes = _image_collapse_causes(cfg, kind, lr_d, lr_g)
+    causes = _collapse_causes(cfg, kind, lr_d, lr_g)
     first = [C("minibatch_disc", True, "D sees statistics across the batch, so a batch of near-identical fakes "
                "gives itself away", "salimans", "add a minibatch discrimination layer to D")]
     if _f(cfg, "fm_weight", kind, 0.0) == 0:
@@ -192,8 +203,8 @@ def _mode_collapse(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[l
                 "give D a faster learning rate than G", only_without="spectral_norm")]
     third = [C("lr_d", min(4 * lr_g, 4e-4), "two time-scales: D at up to four times G's rate", "ttur",
                "give D a learning rate up to four times G's")]
-    # images keep the (maybe empty: in place) causes rung, so a relaunch's rung numbers stay those of its parent
-    return [causes, first, second, third] if _is_image(cfg) else [first, second, third]
+    # the causes rung stays when empty (in place), so a relaunch's rung numbers stay those of its parent
+    return [causes, first, second, third]
 
 
 def _d_not_learning(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[list[Change]]:
@@ -223,6 +234,9 @@ def _d_not_learning(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[
         if lr_g > lr_d:
             first.append(C("lr_g", lr_d, f"G ran {lr_g / lr_d:.3g}× faster than D, which never caught up", "ttur",
                            "make G's learning rate no higher than D's"))
+            if lr_d < DCGAN_LR:  # G at D's slow rate alone left D at chance here (ring8_d_at_chance)
+                first.append(C("lr_d", min(2 * lr_d, 4e-4), "and D on the faster time-scale, twice G's new rate",
+                               "ttur", "give D a faster learning rate than G (two time-scales)"))
     else:
         first.append(C("lr_d", min(2 * lr_g, 4e-4), "a D on a faster time-scale than G can track it", "ttur",
                        "give D a faster learning rate than G (two time-scales)"))
@@ -239,12 +253,22 @@ def _d_not_learning(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[
     return [first, second, third]
 
 
+def _ema_decay(cfg: dict[str, Any], kind: str) -> tuple[float, str]:
+    """An EMA horizon of a tenth of the run (at most 1,000 steps, Karras et al.'s 0.999): the average starts
+    as G's init, so 0.999 on a 600-step run samples from weights still half the init (measured: toy/quality
+    0 where the last iterate had 0.48)."""
+    steps = _f(cfg, "steps", kind, 10_000)
+    horizon = max(10, min(1000, round(steps / 10)))
+    return round(1 - 1 / horizon, 4), f"an average over the last ~{horizon} of the run's {steps:g} steps"
+
+
 def _quality_stalled(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[list[Change]]:
     lr_d, lr_g = _f(cfg, "lr_d", kind, DCGAN_LR), _f(cfg, "lr_g", kind, DCGAN_LR)
     ahead = bool((ev.get("losses") or {}).get("d_ahead"))
     rungs: list[list[Change]] = []
     if ev.get("verdict") == "regressing":
-        rungs.append([C("ema_g", 0.999, "sampling from an average of G's weights keeps the quality it had",
+        decay, over = _ema_decay(cfg, kind)
+        rungs.append([C("ema_g", decay, f"sampling from {over} of G's weights keeps the quality it had",
                         "ema", "keep an exponential moving average of G's weights and sample from it"),
                       C("lr_g", lr_g / 2, "half the step for G, which has been moving away from its best", "ttur",
                         "halve G's learning rate"),
@@ -276,7 +300,8 @@ def _quality_stalled(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list
         rungs.append([C("lr_d", 4e-4, "two time-scales: D at 4e-4", "ttur", "give D a faster rate than G (4e-4 "
                         "against 1e-4)"),
                       C("lr_g", 1e-4, "and G at 1e-4", "ttur", "give G the slower rate (1e-4)")])
-    rungs.append([C("ema_g", 0.999, "the averaged G is usually better than the last iterate", "ema",
+    decay, over = _ema_decay(cfg, kind)
+    rungs.append([C("ema_g", decay, f"the averaged G ({over}) is usually better than the last iterate", "ema",
                     "keep an exponential moving average of G's weights")])
     return rungs
 
