@@ -77,8 +77,9 @@ def problems(m: Metrics, cfg: dict[str, Any]) -> list[str]:
     if minimax and (t := _tail(m, "pred/fake_g", -1)) is not None and _frac(t[1] < 0.01) > 0.5:
         out.append("G's minimax gradient gone (D(G(z)) < 0.01 in G's step)")
     upd = [n for n in m if n.startswith("update/d/")]
-    if upd and all((t := _tail(m, n, -1)) is not None and np.median(t[1]) < 1e-6 for n in upd):
-        out.append("D frozen (update/d < 1e-6)")
+    # ~1e-3 is a healthy step (docs/metrics.md); a hundredth of that on every layer is a D that does not move
+    if upd and all((t := _tail(m, n, -1)) is not None and np.median(t[1]) < 1e-5 for n in upd):
+        out.append("D frozen (update/d < 1e-5)")
     if (t := _tail(m, "loss/d", 200)) is not None and t[0].size >= 100:
         s, v = t
         at = s[(v - local_level(v) > 1.0)]

@@ -160,8 +160,17 @@ def test_d_not_learning_against_a_g_taking_several_steps_resets_g_steps():
 def test_ema_decay_fits_the_run_length():
     """An average that starts at G's init: 0.999 over 600 steps sampled from weights half the init (toy/quality
     0 in bench/remedy.py where the last iterate had 0.48). The horizon is a tenth of the run, at most 1,000."""
-    short = catalog.remedy_for("quality_stalled", full({"dataset": "gauss1d", "toy_hidden": 16, "steps": 600}),
+    short = catalog.remedy_for("quality_stalled", full({"dataset": "gauss1d", "toy_hidden": 64, "steps": 600}),
                                {"verdict": "regressing", "losses": {}})
     assert short["config"]["ema_g"] == round(1 - 1 / 60, 4) and "last ~60 of the run's 600 steps" in short["text"]
     long = catalog.remedy_for("oscillation", full({"steps": 100_000, "lr_d": 1e-4, "lr_g": 1e-4, "r1_gamma": 10.0}))
     assert long["level"] == 3 and long["config"]["ema_g"] == 0.999  # first two rungs in place: the EMA, capped
+
+
+def test_narrow_toy_mlps_get_width_before_anything_the_trend_suggests():
+    """gauss1d_spreading (16 units, regressing): an EMA and halved rates ended at quality 0.09; 64 units fit."""
+    cfg = full({"dataset": "gauss1d", "toy_hidden": 16, "batch_size": 32, "steps": 600})
+    r = catalog.remedy_for("quality_stalled", cfg, {"verdict": "regressing", "losses": {}})
+    assert r["level"] == 1 and r["config"] == {"toy_hidden": 64, "batch_size": 128}
+    nxt = catalog.remedy_for("quality_stalled", {**cfg, **r["config"]}, {"verdict": "regressing", "losses": {}})
+    assert "ema_g" in nxt["config"] and "toy_hidden" not in nxt["config"]
