@@ -18,7 +18,6 @@ from tests.scenarios import Metrics, local_level
 
 LN4 = 2 * math.log(2)  # loss/d of a D at chance under BCE
 FIT_FROM = 500  # toy fit is judged on runs this long or longer: tests/scenarios.py's fit_stalled starts there
-IMAGE_QUALITY = ("quality/fid", "quality/kid", "quality/precision", "quality/recall")
 
 
 def _tail(m: Metrics, name: str, last: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -91,6 +90,7 @@ def problems(m: Metrics, cfg: dict[str, Any]) -> list[str]:
             out.append(f"collapsed: sample spread {level:.3g} of the data's")
     if toy:
         out += _toy_fit(m, cfg)
+    out += _measured_fit(m)
     pg, pd = m.get("model/params_g"), m.get("model/params_d")
     if pg is not None and pd is not None and pg[1].size and pd[1].size:
         ratio = max(pg[1][0], pd[1][0]) / max(1.0, min(pg[1][0], pd[1][0]))
@@ -121,6 +121,25 @@ def _toy_fit(m: Metrics, cfg: dict[str, Any]) -> list[str]:
             out.append(f"no fit: toy/quality {level:.2f} at the end (best {max(best, level):.2f})")
         elif level < best - 0.15:
             out.append(f"fit regressed: toy/quality {level:.2f} at the end, {best:.2f} at best")
+    return out
+
+
+def _measured_fit(m: Metrics) -> list[str]:
+    """toy/fit and the image quality/* measures, where the trainer logs them: the last three evaluations'
+    median past the measure's documented bad line (docs/metrics.md; the lines live beside the measures in
+    server/detectors/quality.py, which the rules read too — only the lines are shared, not the rules).
+    Measures with no line (FID, KID: extractor-dependent) are shown, not judged."""
+    from ganscope.server.detectors.quality import MEASURES
+
+    out: list[str] = []
+    for meas in MEASURES:
+        if meas.bad is None or meas.name == "toy/modes" or meas.name == "toy/quality" or meas.name not in m:
+            continue  # the toy mode counts are judged above, against the toy set's own mode count
+        s, v = m[meas.name]
+        if meas.total and meas.total in m and m[meas.total][1].size:
+            v = v / np.maximum(m[meas.total][1][-1], 1.0)
+        if v.size >= 3 and meas.is_bad(x := float(np.median(v[-3:]))):
+            out.append(f"{meas.name} {x:.3g} at the end (bad line {meas.bad:g})")
     return out
 
 

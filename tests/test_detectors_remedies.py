@@ -174,3 +174,16 @@ def test_narrow_toy_mlps_get_width_before_anything_the_trend_suggests():
     assert r["level"] == 1 and r["config"] == {"toy_hidden": 64, "batch_size": 128}
     nxt = catalog.remedy_for("quality_stalled", {**cfg, **r["config"]}, {"verdict": "regressing", "losses": {}})
     assert "ema_g" in nxt["config"] and "toy_hidden" not in nxt["config"]
+
+
+def test_d_at_chance_against_a_collapsed_g_gets_batch_statistics():
+    """bimodal_collapse_calm_d's alert: D at chance, toy/modes bad (one of two modes), toy/quality good —
+    each sample looks real; fixing G's pace alone left it on one mode in bench/remedy.py."""
+    cfg = full({"dataset": "bimodal1d", "g_steps": 5, "lr_g": 1e-3})
+    ev = {"cause": "chance", "fit": {"state": "bad", "readings": {"toy/modes": {"level": 0.5, "state": "bad"},
+                                                                 "toy/quality": {"level": 0.67, "state": "good"}}}}
+    r = catalog.remedy_for("d_not_learning", cfg, ev)
+    assert r["config"]["g_steps"] == 1 and r["config"]["minibatch_disc"] is True and r["config"]["fm_weight"] == 1.0
+    spread = {**ev, "fit": {"state": "bad", "readings": {"toy/modes": {"level": 1.0, "state": "good"},
+                                                         "toy/quality": {"level": 0.1, "state": "bad"}}}}
+    assert "minibatch_disc" not in catalog.remedy_for("d_not_learning", cfg, spread)["config"]

@@ -240,6 +240,19 @@ def _d_not_learning(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[
     else:
         first.append(C("lr_d", min(2 * lr_g, 4e-4), "a D on a faster time-scale than G can track it", "ttur",
                        "give D a faster learning rate than G (two time-scales)"))
+    readings = (ev.get("fit") or {}).get("readings") or {}
+    few_modes = any((readings.get(n) or {}).get("state") == "bad" for n in ("toy/modes", "quality/modes"))
+    look_real = any((readings.get(n) or {}).get("state") in ("good", "fair")
+                    for n in ("toy/quality", "quality/precision", "quality/recognisable"))
+    if cause == "chance" and few_modes and look_real:
+        # bimodal_collapse_calm_d: G's pace fixed alone, G stayed on one of two modes and D at chance
+        first += [C("minibatch_disc", True, "G's samples sit on few modes, each one like the data: one sample at "
+                    "a time D cannot tell them apart, which is why it sits at chance; statistics across the "
+                    "batch show it has no spread", "salimans", "add a minibatch discrimination layer to D"),
+                  C("fm_weight", 1.0, "feature matching pulls G's batch statistics towards the data's", "salimans",
+                    "add feature matching to G's loss"),
+                  C("fm_warmup_steps", 200, "the adversarial term dominates early", "salimans",
+                    "ramp feature matching in over the first steps", requires="fm_weight")]
     second = [C("d_steps", 2, "two D steps per G step, as critics are trained more often", "wgangp",
                 "train D twice per G step")]
     if _is_image(cfg):
