@@ -56,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.background_tasks = []  # async callables(app) started with the server
     from ganscope.server.limits import RequestSizeLimit
     app.add_middleware(RequestSizeLimit, settings=settings)  # 413 for bodies over max_request_mb/max_upload_mb
+    from ganscope.server.security import CrossSiteGuard
+    app.add_middleware(CrossSiteGuard, settings=settings)  # outermost: Host allow-list, cross-site refusals
 
     from ganscope.server.api import alerts, downloads, ingest, jobs, manage, notifications, runs, stream, workers
     from ganscope.server import pages

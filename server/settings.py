@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     token: str | None = Field(None, description="When set, state-changing calls need 'Authorization: Bearer <token>'.")
     host: str = Field("127.0.0.1", description="Address the server binds (loopback unless told otherwise).")
     port: int = Field(8000, description="Port the server listens on.")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Host names the server answers to (comma-separated; '*' = any). Unset: "
+                                          "127.0.0.1, localhost and ::1 when bound to loopback, any otherwise.")
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Other page origins (https://host[:port]) trusted to make state-changing "
+                                          "calls, e.g. the address a reverse proxy serves the dashboard at.")
     data_root: Path | None = Field(
         None, description="Root every dataset path is confined to; unset means $GANSCOPE_HOME/datasets.")
     max_request_mb: float = Field(32.0, description="Largest JSON request body accepted, in MiB (413 beyond).")
@@ -66,7 +72,7 @@ class Settings(BaseSettings):
     notify_queue: int = Field(
         1000, ge=1, le=1_000_000, description="Deliveries waiting per sender lane; beyond, new ones are dropped.")
 
-    @field_validator("notify_urls", "notify_events", mode="before")
+    @field_validator("notify_urls", "notify_events", "allowed_hosts", "allowed_origins", mode="before")
     @classmethod
     def _lists(cls, v: object) -> object:
         return _split_list(v)
