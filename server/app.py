@@ -54,6 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = Database(settings.sqlalchemy_url)
     app.state.broker = Broker()
     app.state.background_tasks = []  # async callables(app) started with the server
+    from ganscope.server.inputs import InputGuard
+    app.add_middleware(InputGuard)  # ids, NUL, JSON depth and strings: 404/422 before any route (server/inputs.py)
     from ganscope.server.limits import RequestSizeLimit
     app.add_middleware(RequestSizeLimit, settings=settings)  # 413 for bodies over max_request_mb/max_upload_mb
     from ganscope.server.security import CrossSiteGuard

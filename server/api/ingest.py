@@ -25,6 +25,7 @@ from ganscope.server.api.common import (
     json_response,
     json_limit, not_found, parse_json, read_body, storage_errors, unprocessable, upload_limit,
 )
+from ganscope.server.api.wire import bad_metric_values
 from ganscope.server.auth import Authorized
 from ganscope.server.db import Database
 from ganscope.server.deps import DB, MAX_INT64, BrokerDep, SettingsDep, RunId, StepParam
@@ -81,8 +82,15 @@ def parse_series(data: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             errors.append((loc + ["steps"], "steps must be >= 0 and fit in 64 bits"))
             continue
         try:
-            # null -> NaN; "nan", "inf", "-inf" parse as themselves.
-            v = np.array(values, dtype=np.float64)
+            # null -> NaN; "nan", "inf", "-inf" parse as themselves. Anything not all-numeric (nulls, the
+            # contract's strings) is checked one by one: numpy alone would take "1.5" and true as numbers.
+            v = np.array(values)
+            if v.dtype.kind in "iuf":
+                v = v.astype(np.float64, copy=False)
+            elif bad_metric_values(values):
+                raise ValueError
+            else:
+                v = np.array(values, dtype=np.float64)
         except (TypeError, ValueError):
             errors.append((loc + ["values"], "values must be numbers, null or \"nan\"/\"inf\"/\"-inf\""))
             continue
