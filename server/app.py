@@ -72,6 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
+    from ganscope.server.api.wire import declare_errors
+    declare_errors(app)  # every status a route can answer is in /openapi.json
+
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, str]:
         return {"status": "ok"}

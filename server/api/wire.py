@@ -49,3 +49,47 @@ def bad_metric_values(values: list[Any]) -> bool:
             continue
         return True
     return False
+
+
+# --- every status a route can answer is declared in the OpenAPI (schemathesis checks it) --------------
+
+_CHANGING = ("post", "put", "patch", "delete")
+_ERROR_SCHEMA = {"title": "Error", "type": "object", "required": ["detail"], "properties": {"detail": {
+    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}],
+    "description": "What is wrong: a sentence, or one {loc, msg, type} per bad field."}}}
+_ALWAYS = {"400": "Host header not one this server answers to (GANSCOPE_ALLOWED_HOSTS)",
+           "422": "Invalid input: each bad field named (also NUL characters, lone surrogates, JSON nesting)",
+           "503": "Storage unavailable or full: retry later (Retry-After)"}
+_ON_PATH_IDS = {"404": "Unknown run or item (ids go up to 2^31-1)"}
+_ON_CHANGES = {"401": "Missing or wrong token (GANSCOPE_TOKEN)",
+               "403": "Cross-site request refused (Origin / Sec-Fetch-Site)",
+               "409": "The change does not apply in the run's current state",
+               "413": "Body over the server's size limit",
+               "415": "Content type not accepted (send application/json; uploads as image/png or octet-stream)"}
+
+
+def declare_errors(app: Any) -> None:
+    """Add the error answers the middlewares and handlers give to every operation of app.openapi()."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = build()
+        spec.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
+        ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        for path, ops in spec.get("paths", {}).items():
+            for method, op in ops.items():
+                codes = dict(_ALWAYS)
+                if "{" in path:
+                    codes.update(_ON_PATH_IDS)
+                if method in _CHANGING:
+                    codes.update(_ON_CHANGES)
+                responses = op.setdefault("responses", {})
+                for code, text in codes.items():
+                    if code not in responses:
+                        responses[code] = {"description": text, "content": ref}
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi
