@@ -134,3 +134,17 @@ def test_strict_types_on_the_wire(any_server: ServerProc) -> None:
         assert r.status_code == 200 and r.json()["accepted"] == 5, r.text
         got = c.get(f"/api/runs/{sdk_id}/metrics", params={"names": "m"}).json()["metrics"]["m"]
         assert got["steps"] == [1, 2, 3, 4, 5] and got["values"][:2] == [1.0, 2.5]
+
+
+def test_query_numbers_past_the_id_columns(any_server: ServerProc) -> None:
+    # Found by tests/test_openapi.py on PostgreSQL: cursors compared with 32-bit id columns.
+    with any_server.client() as c:
+        for since in (str(MAX_ID + 1), str(10**20), f"2025-01-01T00:00:00Z~{10**20}"):
+            r = c.get("/api/alerts", params={"since": since})
+            assert r.status_code == 200 and r.json()["alerts"] == [], r.text
+        assert c.get("/api/alerts", params={"since": "²"}).status_code == 422
+        job_id, _ = _setup(c)
+        r = c.get(f"/api/runs/{job_id}/notifications", params={"before": MAX_ID + 1})
+        assert r.status_code == 422, r.text
+        assert c.get("/api/notifications", params={"before": MAX_ID}).status_code == 200
+    assert "Traceback" not in any_server.log(None), any_server.log()
