@@ -7,7 +7,7 @@ import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -84,6 +84,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
                   for e in exc.errors()]
         return ORJSONResponse(status_code=422, content={"detail": detail})
+
+    from starlette.requests import ClientDisconnect
+    from ganscope.server.inputs import log_disconnect
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> Response:
+        log_disconnect(request.scope)  # one line instead of "unhandled error" and two tracebacks
+        return Response(status_code=400)  # never delivered: the client is gone
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:

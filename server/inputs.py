@@ -14,14 +14,17 @@ Each check turns what used to be a 500 deep inside a handler into a clear answer
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 import numpy as np
 import orjson
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+log = logging.getLogger("ganscope.server")
 MAX_ID = 2**31 - 1  # INTEGER primary keys (server/schema.py)
 MAX_DEPTH = 64
 CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -123,6 +126,9 @@ class InputGuard:
             except HTTPException as exc:  # the size limit's 413, raised from its counting receive
                 await respond(send, exc.status_code, exc.detail)
                 return
+            except ClientDisconnect:
+                log_disconnect(scope)  # nobody to answer; one line, no traceback
+                return
             message = check_json(body)
             if message is not None:
                 await respond(send, 422, [{"loc": ["body"], "msg": message, "type": "value_error"}])
@@ -136,11 +142,18 @@ async def _read_all(receive: Receive) -> bytes:
     while True:
         msg = await receive()
         if msg["type"] != "http.request":
-            break  # disconnected: the route sees an empty body and the server logs the disconnect
+            raise ClientDisconnect()
         chunks.append(msg.get("body", b""))
         if not msg.get("more_body", False):
             break
     return b"".join(chunks)
+
+
+def log_disconnect(scope: Scope) -> None:
+    """A client (a worker killed mid-upload, a closed tab) that left before its request was read: one line."""
+    client = scope.get("client") or ("?", 0)
+    log.warning("client %s:%s disconnected mid-request: %s %s (nothing stored; it retries from its spool)",
+                client[0], client[1], scope.get("method"), scope.get("path"))
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -34,7 +34,7 @@ from ganscope.server.live import Broker
 from ganscope.server.store import artifacts, queue as queue_store
 from ganscope.server.store import clock as clock_store
 from ganscope.server.store import metrics as metrics_store
-from ganscope.server.store.runs import get_run
+from ganscope.server.store.runs import FINAL, get_run
 from ganscope.server.store.util import utcnow
 
 log = logging.getLogger("ganscope.ingest")
@@ -103,6 +103,21 @@ def parse_series(data: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def refuse_if_finished(run: Any) -> None:
+    """409 for data sent to a run that has finished: nothing may change a finished run's record.
+
+    Workers and the SDK send a run's `finish` only after every earlier entry of their spool, so this
+    refuses only data that really came late. An SDK run failed for its silence still takes data: its
+    script was paused, not killed (a heartbeat or finish from it puts the run back).
+    """
+    if run.status in FINAL and not (run.kind == "sdk" and run.status == "failed" and _silent(run.error)):
+        raise HTTPException(409, f"run {run.id} is already {run.status}: a finished run takes no more data")
+
+
+def _silent(error: str | None) -> bool:
+    return bool(error) and (error == queue_store.SDK_SILENT or error.startswith("no data nor heartbeat"))
+
+
 def _answer_action(run: Any) -> queue_store.Action:
     if run.status == "queued":
         return queue_store.Action("release", f"run {run.id} was requeued; another worker will resume it")
@@ -115,6 +130,7 @@ def ingest_metrics(db: Database, broker: Broker, detectors_on: bool, run_id: int
         run = get_run(s, run_id, lock=True)  # PostgreSQL: batches of one run write one at a time
         if run is None:
             raise not_found(run_id)
+        refuse_if_finished(run)
         result = metrics_store.append(s, run_id, series)
         top = result.max_step
         clock_store.note(s, run_id, top)  # when these steps arrived: charts' wall-time axis
@@ -176,8 +192,10 @@ async def post_sample(run_id: RunId, request: Request, _: Authorized, db: DB, br
 
     def save() -> str:
         with storage_errors("saving a sample"), db.write() as s:
-            if get_run(s, run_id) is None:
+            run = get_run(s, run_id)
+            if run is None:
                 raise not_found(run_id)
+            refuse_if_finished(run)
             return artifacts.save_sample(s, settings.artifacts_dir, run_id, step, kind, png)
 
     url = await run_in_threadpool(save)
@@ -204,8 +222,10 @@ async def post_snapshot(run_id: RunId, request: Request, _: Authorized, db: DB, 
 
     def save() -> None:
         with storage_errors("saving a snapshot"), db.write() as s:
-            if get_run(s, run_id) is None:
+            run = get_run(s, run_id)
+            if run is None:
                 raise not_found(run_id)
+            refuse_if_finished(run)
             artifacts.save_snapshot(s, run_id, step, kind, payload)
 
     await run_in_threadpool(save)
