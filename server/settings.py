@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(1024, description="Largest batch_size a job may ask for.")
     max_image_size: int = Field(128, description="Largest image_size a job may ask for.")
     max_steps: int = Field(10_000_000, description="Most steps a job may ask for.")
+    keep_checkpoints: int = Field(
+        5, ge=0, description="Checkpoints kept per run: the newest K plus, per alert, the newest before its "
+                             "onset (where a rollback resumes); 0 keeps all.")
     stall_seconds: float = Field(60.0, description="A running job whose worker is silent this long is requeued.")
     sdk_stall_seconds: float = Field(
         3600.0, description="An SDK run with no data nor heartbeat this long is marked failed.")

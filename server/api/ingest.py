@@ -31,7 +31,7 @@ from ganscope.server.db import Database
 from ganscope.server.deps import DB, MAX_INT64, BrokerDep, SettingsDep, RunId, StepParam
 from ganscope.server.downsample import to_json
 from ganscope.server.live import Broker
-from ganscope.server.store import artifacts, queue as queue_store
+from ganscope.server.store import artifacts, queue as queue_store, retention
 from ganscope.server.store import clock as clock_store
 from ganscope.server.store import metrics as metrics_store
 from ganscope.server.store.runs import FINAL, get_run
@@ -276,6 +276,8 @@ async def put_checkpoint(run_id: RunId, step: StepParam, request: Request, _: Au
                     raise not_found(run_id)
                 os.replace(tmp, final)
                 artifacts.record_checkpoint(s, run, step, size)
+                doomed = retention.checkpoints_to_drop(s, settings.artifacts_dir, run_id, settings.keep_checkpoints)
+            retention.unlink_all(doomed)  # after the commit: never a row without its file
 
         await run_in_threadpool(record)
     finally:
