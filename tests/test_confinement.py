@@ -48,8 +48,8 @@ def test_symlinks_out_of_the_root_are_refused(layout: tuple[Path, Path]) -> None
 def test_public_message_hides_host_paths(tmp_path: Path) -> None:
     root = tmp_path / "data"
     root.mkdir()
-    msg = f"cannot decode image {root.resolve()}/faces/x.png: truncated; also {tmp_path}/work/run-1/ckpt"
-    out = public_message(msg, root, tmp_path / "work")
+    msg = f"cannot decode image {root.resolve()}/faces/x.png: truncated; also {tmp_path}/wdir/run-1/ckpt"
+    out = public_message(msg, root, tmp_path / "wdir")
     assert out == "cannot decode image <data root>/faces/x.png: truncated; also <worker dir>/run-1/ckpt"
     assert str(tmp_path) not in out
 
