@@ -219,6 +219,7 @@ class Worker:
         rundir.mkdir(parents=True, exist_ok=True)
         status, step, error = "failed", 0, None
         self._current = state
+        from ganscope.trainer.data import default_data_root, public_message  # torch: loaded to train anyway
         try:
             cfg = JobConfig.model_validate(job["config"])
             if cfg.device != "cpu":  # the operator pins workers to devices; a job asking cpu gets cpu
@@ -235,9 +236,14 @@ class Worker:
                 result = self._train(cfg, sink, rundir, resume=resume_path, **kw)
                 status, step, error = result.status, int(result.step), result.reason
             error = error if status == "failed" else None
+            if error:
+                error = public_message(error, self.opts.data_root or default_data_root(), self.workdir,
+                                       os.environ.get("GANSCOPE_HOME"))
         except BaseException as exc:  # noqa: BLE001 - reported as the run's failure, then re-raised if fatal
             status, step = "failed", state.step
-            error = traceback.format_exception_only(type(exc), exc)[-1].strip()
+            error = public_message(traceback.format_exception_only(type(exc), exc)[-1].strip(),
+                                   self.opts.data_root or default_data_root(), self.workdir,
+                                   os.environ.get("GANSCOPE_HOME"))
             log.error("run %d: failed: %s\n%s", run_id, error, traceback.format_exc())
             if not isinstance(exc, Exception):
                 raise
