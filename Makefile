@@ -11,6 +11,11 @@ PIP := env -u PIP_FIND_LINKS $(PYTHON) -m pip
 CONSTRAINTS := -c constraints.txt
 STAMPS := build/.make
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist). Most tests wait on real servers, workers and browsers, so a few more
+# processes than cores overlap those waits; each test file stays on one process (its module fixtures
+# are built once). TEST_PROCS=0 runs the suite in this process.
+TEST_PROCS ?= 3
+XDIST = $(if $(filter 0,$(TEST_PROCS)),,-n $(TEST_PROCS) --dist loadfile)
 UP_ARGS ?=
 
 .PHONY: help install install-dev up serve test test-fast constraints check-constraints
@@ -40,10 +45,10 @@ serve: install
 	$(PYTHON) -m ganscope serve
 
 test: install-dev
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	$(PYTHON) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: install-dev
-	$(PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PYTHON) -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # Re-pin deliberately: run in an environment where `make test` is green, then review the diff.
 constraints:
