@@ -57,10 +57,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from ganscope.server.limits import RequestSizeLimit
     app.add_middleware(RequestSizeLimit, settings=settings)  # 413 for bodies over max_request_mb/max_upload_mb
 
-    from ganscope.server.api import alerts, downloads, ingest, jobs, manage, notifications, runs, stream, workers
+    from ganscope.server.api import alerts, downloads, events, ingest, jobs, manage, notifications, runs, stream, workers
     from ganscope.server import pages
 
-    for module in (jobs, runs, manage, downloads, workers, ingest, alerts, notifications, stream, pages):
+    for module in (jobs, runs, manage, downloads, workers, ingest, alerts, notifications, events, stream, pages):
         app.include_router(module.router)
         setup = getattr(module, "setup", None)
         if setup is not None:

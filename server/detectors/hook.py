@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from ganscope.server import notify
 from ganscope.server.db import Database
+from ganscope.server.detectors import heal
 from ganscope.server.detectors.engine import (
     EARLY_STEPS, KEEP_STEPS, SPARSE, SPARSE_POINTS, AlertState, Change, Engine, RunDetector,
 )
@@ -135,7 +136,7 @@ def process_ingest(db: Database, broker: Broker, run_id: int,
     """Queue a committed batch for the run's detectors and judge it when due; persist and publish changes.
 
     `nonfinite`: how many of the points are NaN/Inf, when the caller knows (the store counts them).
-    Returns True when it set the run's control (on_failure: stop), so the caller re-reads the run for
+    Returns True when it set the run's control (on_failure: stop or heal), so the caller re-reads the run for
     its answer only then — in the common case this costs no database access at all.
     """
     if not series:
@@ -199,13 +200,9 @@ def _persist(db: Database, broker: Broker, run_id: int, det: RunDetector, change
         if run.health != health:
             run.health = health
             status_changed = True
-        policy = (run.config or {}).get("on_failure", "warn")
         failing = [ch.alert for ch in changes
                    if (ch.kind == "open" or ch.escalated) and ch.alert.severity == "failing"]
-        if policy == "stop" and failing and run.control is None and run.status in ("queued", "running"):
-            a = failing[0]
-            run.control = "stop"
-            run.stop_reason = f"{a.signature} at step {a.last_step}: {a.message}"[:2000]
+        if failing and heal.apply_policy(s, run, failing) is not None:  # on_failure: stop or heal
             status_changed = stopped = True
         payloads = [{**alerts_store.to_dict(r), "run_id": run_id}
                     for r in (s.get(Alert, ch.alert.id) for ch in changes) if r is not None]
