@@ -5,7 +5,8 @@
 
 States (one stdout line each): idle -> claimed run N -> training -> finishing -> idle. A
 heartbeat thread reports the step every --heartbeat seconds; its answer (and each ingest
-answer) can say cancel / stop (the loop checkpoints and returns) or release (the server gave
+answer) can say cancel / stop (the loop checkpoints and returns), heal (trainer/heal.py: roll back,
+patch the config, train on) or release (the server gave
 the job to someone else: abandon it without reporting). SIGTERM asks the loop to hand the
 job back: it checkpoints, the checkpoint and every point are flushed, and `finish` with
 status "handback" makes the server requeue the job for the next worker, which resumes from
@@ -31,7 +32,7 @@ import sys
 import threading
 import traceback
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,9 @@ from ganscope.trainer.advertise import describe_devices, gpu_uuid, resolve_gpus
 from ganscope import __version__
 from ganscope.trainer.client import Client, ServerUnavailable, SpoolBusy
 from ganscope.trainer.config import MAX_GPUS, JobConfig
+from ganscope.trainer import heal
 from ganscope.trainer.device import DeviceError
+from ganscope.trainer.heal import event_of
 from ganscope.trainer.sysmetrics import GpuRef, SysMetricsThread, SystemSampler
 
 log = logging.getLogger("ganscope.worker")
@@ -55,10 +58,13 @@ class JobState:
     reason: str | None = None
     finished: bool = False  # the final status reached the server: later answers concern a closed run
     finish_seq: int | None = None  # spool entry of the final status, once written
+    healed: set[int] = field(default_factory=set)  # heal events applied: a late answer naming one is stale
 
     def told(self, action: str | None, reason: str | None) -> None:
         if not action or action == "continue" or self.action == "release" or self.finished:
             return
+        if action == "heal" and (self.action in ("cancel", "stop") or event_of(reason) in self.healed):
+            return  # a stop outranks a heal; a heal already applied is not applied twice
         if action != self.action:
             log.info("run %d: server says %s%s", self.run_id, action, f" ({reason})" if reason else "")
         self.action, self.reason = action, reason
@@ -100,7 +106,7 @@ class WorkerSink:
             return "cancel"  # stop at once; the worker then drops the run without finishing it
         if self.worker.terminating.is_set():
             return "handback"
-        if self.state.action in ("cancel", "stop"):
+        if self.state.action in ("cancel", "stop", "heal"):
             return self.state.action
         return None
 
@@ -219,7 +225,17 @@ class Worker:
             resume_path = self._fetch_checkpoint(run_id, rundir, resume.get("url")) if resume else None
             kw: dict[str, Any] = {"data_root": Path(self.opts.data_root)} if self.opts.data_root else {}
             log.info("run %d: training on %s", run_id, cfg.device)
-            result = self._train(cfg, WorkerSink(self.client, state, self), rundir, resume=resume_path, **kw)
+            sink = WorkerSink(self.client, state, self)
+            result = self._train(cfg, sink, rundir, resume=resume_path, **kw)
+            while result.status == "heal":  # on_failure: heal — roll back, patch, train on in this job
+                healed = heal.prepare(self.client, run_id, self.worker_id, rundir, cfg, int(result.step),
+                                      None if cfg.device == "cpu" else self.device, self.opts.drain_timeout)
+                if healed.event_id is not None:
+                    state.healed.add(healed.event_id)
+                if state.action == "heal":
+                    state.action, state.reason = None, None
+                cfg, state.step = healed.cfg, healed.rollback_step
+                result = self._train(cfg, sink, rundir, resume=healed.resume, **kw)
             status, step = result.status, int(result.step)
             error = result.reason if status == "failed" else None
         except BaseException as exc:  # noqa: BLE001 - reported as the run's failure, then re-raised if fatal

@@ -1,0 +1,103 @@
+"""Self-healing runs (on_failure: heal) through a real server and a real worker, on SQLite and PostgreSQL.
+
+A toy job provoked to fail fast is healed: the worker rolls back to a checkpoint before the failure's
+onset, applies the remedy and trains on in the same job; the heal is a run event with its step, signature
+and changes, the stored config is the patched one, and the run ends without being stopped. With its heals
+used up, a further failing alert stops the run. Bad knob values are a 422.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.harness import wait_for
+
+FINAL = ("succeeded", "failed", "cancelled", "stopped")
+# D learns 200x faster than G, three D steps per G step (tests/scenarios.py D_WINS): d_overpowering, failing.
+D_WINS = {"dataset": "ring8", "toy_hidden": 32, "batch_size": 32, "lr_d": 2e-3, "lr_g": 1e-5, "d_steps": 3,
+          "toy_every": 20, "flush_every": 10, "checkpoint_every": 10, "device": "cpu"}
+# Extreme init of a deep MLP: gradient norms overflow from the first step (nonfinite, failing at once).
+BLOW_UP = {"dataset": "ring8", "toy_layers": 8, "toy_hidden": 64, "init_std": 10.0, "batch_size": 32,
+           "flush_every": 10, "toy_every": 1000, "checkpoint_every": 20, "device": "cpu"}
+
+
+def _end(c, run_id: int, timeout: float = 240) -> dict:
+    return wait_for(lambda: (r := c.get(f"/api/runs/{run_id}").json())["status"] in FINAL and r, timeout=timeout,
+                    what=f"run {run_id} to end")
+
+
+def test_a_failing_run_heals_itself(any_server, spawn_worker):
+    cfg = {**D_WINS, "steps": 400, "on_failure": "heal", "max_heals": 3}
+    with any_server.client() as c:
+        run_id = c.post("/api/jobs", json=cfg).json()["id"]
+        w = spawn_worker(any_server.url)
+        run = _end(c, run_id)
+        log = w.log()
+        body = c.get(f"/api/runs/{run_id}/events").json()
+        heals = [e for e in body["events"] if e["kind"] == "heal"]
+        assert heals, f"no heal: {run}\n{log}"
+        first = heals[0]
+        assert first["status"] == "applied" and first["signature"] == "d_overpowering", first
+        # rolled back to a checkpoint taken before the symptom's onset (checkpoints every 10 steps)
+        assert first["rollback_step"] < first["onset_step"] <= first["step"] <= first["from_step"]
+        assert first["rollback_step"] % 10 == 0
+        knobs = {ch["knob"]: ch for ch in first["changes"]}
+        assert "d_steps" in knobs and knobs["d_steps"]["from"] == 3 and knobs["d_steps"]["to"] == 1
+        # the stored config is the patched one, with the rung it came from
+        stored = c.get(f"/api/runs/{run_id}").json()
+        assert stored["config"]["d_steps"] == 1 and stored["config"]["lr_d"] != cfg["lr_d"] or \
+            stored["config"]["lr_g"] != cfg["lr_g"]
+        assert stored["config"]["remedy_of"]["signature"] == "d_overpowering"
+        assert stored["config_history"][0] == {"step": first["rollback_step"], "event_id": first["id"],
+                                               "kind": "heal", "signature": "d_overpowering",
+                                               "changes": {k: v["to"] for k, v in knobs.items()}}
+        assert run["status"] == "succeeded", f"{run}\n{log}"
+        assert run["step"] == cfg["steps"] and "healing d_overpowering" in log
+        # the record was rewound: one point per step, the abandoned stretch replaced by the healed one
+        m = c.get(f"/api/runs/{run_id}/metrics", params={"names": "loss/d", "max_points": 100000}).json()
+        steps = np.asarray(m["metrics"]["loss/d"]["steps"])
+        assert steps[0] == 1 and steps[-1] == cfg["steps"] and np.all(np.diff(steps) == 1)
+        # the healed alert is closed; the resume point is a checkpoint of the healed branch
+        alerts = c.get(f"/api/runs/{run_id}/alerts").json()["alerts"]
+        assert all(a["status"] == "closed" for a in alerts if a["id"] == first["alert_id"])
+
+
+def test_heals_used_up_stop_the_run(any_server, spawn_worker):
+    # The first heal's remedy (init back to 0.02, lower rates) cures the blow-up; with no heal allowed, the
+    # very first failing alert stops the run as on_failure: stop would.
+    cfg = {**BLOW_UP, "steps": 3000, "on_failure": "heal", "max_heals": 0}
+    with any_server.client() as c:
+        run_id = c.post("/api/jobs", json=cfg).json()["id"]
+        w = spawn_worker(any_server.url)
+        run = _end(c, run_id)
+        assert run["status"] == "stopped", f"{run}\n{w.log()}"
+        assert "all 0 heals used" in run["stop_reason"] and run["step"] < 1000
+        assert c.get(f"/api/runs/{run_id}/events").json()["events"] == []
+
+
+def test_a_blow_up_heals_from_step_zero_then_a_second_failure_stops(server, spawn_worker):
+    cfg = {**BLOW_UP, "steps": 200, "on_failure": "heal", "max_heals": 1}
+    with server.client() as c:
+        run_id = c.post("/api/jobs", json=cfg).json()["id"]
+        w = spawn_worker(server.url)
+        run = _end(c, run_id)
+        [ev] = c.get(f"/api/runs/{run_id}/events").json()["events"]
+        assert ev["signature"] == "nonfinite" and ev["status"] == "applied", ev
+        # no checkpoint precedes an onset at the first steps: training restarted from scratch
+        assert ev["rollback_step"] == 0 and ev["onset_step"] <= 20
+        assert {ch["knob"]: ch["to"] for ch in ev["changes"]}["init_std"] == 0.02
+        assert run["config"]["init_std"] == 0.02 and run["config"]["remedy_of"]["signature"] == "nonfinite"
+        assert run["status"] in ("succeeded", "stopped"), f"{run}\n{w.log()}"
+        if run["status"] == "stopped":  # a second failure after the one heal allowed
+            assert "all 1 heals used" in run["stop_reason"]
+
+
+@pytest.mark.parametrize("bad", [{"on_failure": "bogus"}, {"max_heals": -1}, {"max_heals": 21},
+                                 {"remedy_of": {"signature": "x", "level": "high"}}])
+def test_bad_heal_knobs_are_refused(any_server, bad):
+    with any_server.client() as c:
+        r = c.post("/api/jobs", json={"dataset": "ring8", **bad})
+        assert r.status_code == 422, r.text
+        field = next(iter(bad))
+        assert any(field in map(str, e["loc"]) for e in r.json()["detail"]), r.text
