@@ -293,11 +293,16 @@
     event: (e) => {
       runEvents.add(e);
       if (!loaded || e.rollback_step === null || e.rollback_step === undefined) return;
-      charts.forEach((c) => c.rewind(e.rollback_step).catch((err) => console.error("rewind", err)));
-      loadAlerts().catch(() => {});
-      loadSummary().catch(() => {});
-      samples.load().catch(() => {});
-      toy.load();
+      pending = []; // the stream is ordered: every point still queued came before the heal, from the abandoned stretch
+      const rewind = () => {
+        if (flushing) { setTimeout(rewind, 50); return; } // a flush drawing old points ends first
+        charts.forEach((c) => c.rewind(e.rollback_step).catch((err) => console.error("rewind", err)));
+        loadAlerts().catch(() => {});
+        loadSummary().catch(() => {});
+        samples.load().catch(() => {});
+        toy.load();
+      };
+      rewind();
     },
   });
 
