@@ -8,10 +8,13 @@ used up, a further failing alert stops the run. Bad knob values are a 422.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from tests.harness import wait_for
+from tests.test_cli import cli
 
 FINAL = ("succeeded", "failed", "cancelled", "stopped")
 # D learns 200x faster than G, three D steps per G step (tests/scenarios.py D_WINS): d_overpowering, failing.
@@ -101,3 +104,15 @@ def test_bad_heal_knobs_are_refused(any_server, bad):
         assert r.status_code == 422, r.text
         field = next(iter(bad))
         assert any(field in map(str, e["loc"]) for e in r.json()["detail"]), r.text
+
+
+def test_launch_prints_heals_while_following(server, spawn_worker, home: Path):
+    spawn_worker(server.url)
+    sets = [f"{k}={v}" for k, v in {**D_WINS, "steps": 200, "on_failure": "heal", "max_heals": 3}.items()]
+    out = cli(home, "launch", *[a for s in sets for a in ("--set", s)], "--interval", "0.3", server=server.url,
+              timeout=240)
+    assert out.returncode == 0, out.stdout + out.stderr
+    line = next((x for x in out.stdout.splitlines() if x.startswith("HEAL d_overpowering")), None)
+    assert line is not None, out.stdout
+    assert "rolled back from step" in line and "d_steps 3 -> 1" in line
+    assert "succeeded" in out.stdout.splitlines()[-1]
