@@ -8,13 +8,16 @@ used up, a further failing alert stops the run. Bad knob values are a 422.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.harness import wait_for
+from tests.harness import free_port
 from tests.test_cli import cli
+from tests.webhook_receiver import start_receiver
 
 FINAL = ("succeeded", "failed", "cancelled", "stopped")
 # D learns 200x faster than G, three D steps per G step (tests/scenarios.py D_WINS): d_overpowering, failing.
@@ -30,8 +33,15 @@ def _end(c, run_id: int, timeout: float = 240) -> dict:
                     what=f"run {run_id} to end")
 
 
-def test_a_failing_run_heals_itself(any_server, spawn_worker):
-    cfg = {**D_WINS, "steps": 400, "on_failure": "heal", "max_heals": 3}
+@pytest.fixture
+def receiver(tmp_path: Path):
+    rx = start_receiver(free_port(), tmp_path / "hooks.jsonl")
+    yield rx
+    rx.stop()
+
+
+def test_a_failing_run_heals_itself(any_server, spawn_worker, receiver):
+    cfg = {**D_WINS, "steps": 400, "on_failure": "heal", "max_heals": 3, "notify": [receiver.url("ok/json")]}
     with any_server.client() as c:
         run_id = c.post("/api/jobs", json=cfg).json()["id"]
         w = spawn_worker(any_server.url)
@@ -64,6 +74,11 @@ def test_a_failing_run_heals_itself(any_server, spawn_worker):
         # the healed alert is closed; the resume point is a checkpoint of the healed branch
         alerts = c.get(f"/api/runs/{run_id}/alerts").json()["alerts"]
         assert all(a["status"] == "closed" for a in alerts if a["id"] == first["alert_id"])
+        # the job's webhook heard of the heal, with what changed
+        healed = wait_for(lambda: [b for r in receiver.requests() if (b := json.loads(r["body"]))["event"] ==
+                                   "run.healed"], timeout=30, what="run.healed")
+        assert healed[0]["run"]["heal"]["id"] == first["id"] and healed[0]["run"]["id"] == run_id
+        assert healed[0]["text"].startswith("HEALED:") and "d_steps 3 → 1" in healed[0]["text"]
 
 
 def test_heals_used_up_stop_the_run(any_server, spawn_worker):
