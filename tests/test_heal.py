@@ -16,6 +16,7 @@ import pytest
 
 from tests.harness import wait_for
 from tests.harness import free_port
+from tests.test_alerts_api import alerts, batch, healthy_loss, post_metrics
 from tests.test_cli import cli
 from tests.webhook_receiver import start_receiver
 
@@ -131,3 +132,48 @@ def test_launch_prints_heals_while_following(server, spawn_worker, home: Path):
     assert line is not None, out.stdout
     assert "rolled back from step" in line and "d_steps 3 -> 1" in line
     assert "succeeded" in out.stdout.splitlines()[-1]
+
+
+def test_heal_protocol_over_http(any_server):
+    """The wire protocol alone (a worker played by the test): control, pending heal, report, rewind, max_heals."""
+    w = "w-heal"
+    with any_server.client() as c:
+        run_id = c.post("/api/jobs", json={"dataset": "ring8", "on_failure": "heal", "max_heals": 1,
+                                          "lr_d": 1e-3, "steps": 1000}).json()["id"]
+        assert c.post("/api/workers/claim", json={"worker_id": w, "host": "h"}).json()["run_id"] == run_id
+        assert c.get(f"/api/runs/{run_id}/heal").status_code == 404  # nothing pending yet
+        answer = post_metrics(c, run_id, batch(1, 21, loss__d=lambda s: "nan" if s >= 15 else healthy_loss(s)))
+        assert answer["action"] == "heal" and answer["reason"].startswith("heal #"), answer
+        hb = c.post("/api/workers/heartbeat", json={"worker_id": w, "run_id": run_id, "step": 20}).json()
+        assert hb == {"action": "heal", "reason": answer["reason"]}
+        pending = c.get(f"/api/runs/{run_id}/heal").json()
+        ev = pending["event"]
+        assert ev["status"] == "pending" and ev["signature"] == "nonfinite" and ev["onset_step"] == 15
+        assert answer["reason"].startswith(f"heal #{ev['id']}:")
+        assert pending["config"]["lr_d"] < 1e-3 and pending["config"]["remedy_of"]["signature"] == "nonfinite"
+        assert c.get(f"/api/runs/{run_id}").json()["config"]["lr_d"] == 1e-3  # not applied yet
+        url = f"/api/runs/{run_id}/heal/{ev['id']}"
+        assert c.post(url, json={"worker_id": "w-other", "from_step": 20, "rollback_step": 10}).status_code == 409
+        assert c.post(url, json={"worker_id": w, "from_step": 5, "rollback_step": 10}).status_code == 422
+        assert c.post(url, json={"worker_id": w, "from_step": 20}).status_code == 422
+        assert c.post(f"/api/runs/{run_id}/heal/999999", json={"worker_id": w, "from_step": 20,
+                                                               "rollback_step": 10}).status_code == 404
+        done = c.post(url, json={"worker_id": w, "from_step": 20, "rollback_step": 10})
+        assert done.status_code == 200 and done.json()["changed"] is True, done.text
+        again = c.post(url, json={"worker_id": w, "from_step": 20, "rollback_step": 10}).json()
+        assert again["changed"] is False and again["event"]["rollback_step"] == 10
+        run = c.get(f"/api/runs/{run_id}").json()
+        assert run["step"] == 10 and run["health"] == "healthy" and run["config"]["lr_d"] < 1e-3
+        assert [a["status"] for a in alerts(c, run_id)] == ["closed"]
+        m = c.get(f"/api/runs/{run_id}/metrics", params={"names": "loss/d"}).json()["metrics"]["loss/d"]
+        assert m["steps"] == list(range(1, 11))  # the failing stretch is gone
+        hb = c.post("/api/workers/heartbeat", json={"worker_id": w, "run_id": run_id, "step": 10}).json()
+        assert hb["action"] == "continue"
+        # the healed stretch is stored, not taken for a replay of the old one
+        answer = post_metrics(c, run_id, batch(11, 31, loss__d=healthy_loss))
+        assert answer["accepted"] == 20 and answer["duplicates"] == 0 and answer["action"] == "continue"
+        # a second failing alert with the one heal spent: stopped as on_failure: stop would
+        answer = post_metrics(c, run_id, batch(31, 41, loss__d=lambda s: "inf" if s >= 35 else healthy_loss(s)))
+        assert answer["action"] == "stop" and "all 1 heals used" in answer["reason"], answer
+        [e] = c.get(f"/api/runs/{run_id}/events").json()["events"]
+        assert e["status"] == "applied" and e["from_step"] == 20 and e["rollback_step"] == 10

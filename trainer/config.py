@@ -177,7 +177,7 @@ class JobConfig(BaseModel):
         2, ge=0, le=20, description="With on_failure heal: interventions before a further failing signature "
                                     "stops the run as on_failure stop does.")
     remedy_of: dict[str, Any] | None = Field(
-        None, description="Set by a remedy (relaunch or heal): {signature, level} of the rung applied, so a "
+        None, json_schema_extra={"group": "policy"}, description="Set by a remedy (relaunch or heal): {signature, level} of the rung applied, so a "
                           "repeat of that signature escalates the remedy ladder. Leave empty.")
     detectors: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="Per-signature threshold overrides: {signature_id: {threshold: value}}.")

@@ -138,3 +138,28 @@ def prepare(client: HttpClient, run_id: int, worker_id: str, workdir: Path, cfg:
     log.info("run %d: healing %s (event %s): rolled back from step %d to %d; %s", run_id, event.get("signature"),
              event["id"], from_step, step, ", ".join(f"{c['knob']}={c['to']!r}" for c in event.get("changes", [])))
     return Healed(new_cfg, path, int(event["id"]), step)
+
+
+class HealState(Protocol):
+    """What the worker's JobState shares with a heal (trainer/worker.py)."""
+
+    run_id: int
+    step: int
+    action: str | None
+    reason: str | None
+    healed: set[int]
+
+
+def train_on(train: Any, client: HttpClient, state: HealState, worker_id: str, workdir: Path, cfg: JobConfig,
+             sink: Any, result: Any, device: str, drain_timeout: float, **kw: Any) -> Any:
+    """Heal while `train` ends with status "heal" (a run may heal several times); the last TrainResult."""
+    while result.status == "heal":
+        healed = prepare(client, state.run_id, worker_id, workdir, cfg, int(result.step),
+                         None if cfg.device == "cpu" else device, drain_timeout)
+        if healed.event_id is not None:
+            state.healed.add(healed.event_id)  # a late answer naming it is not applied twice
+        if state.action == "heal":
+            state.action, state.reason = None, None
+        cfg, state.step = healed.cfg, healed.rollback_step
+        result = train(cfg, sink, workdir, resume=healed.resume, **kw)
+    return result

@@ -42,7 +42,6 @@ from ganscope.trainer.client import Client, ServerUnavailable, SpoolBusy
 from ganscope.trainer.config import MAX_GPUS, JobConfig
 from ganscope.trainer import heal
 from ganscope.trainer.device import DeviceError
-from ganscope.trainer.heal import event_of
 from ganscope.trainer.sysmetrics import GpuRef, SysMetricsThread, SystemSampler
 
 log = logging.getLogger("ganscope.worker")
@@ -63,7 +62,7 @@ class JobState:
     def told(self, action: str | None, reason: str | None) -> None:
         if not action or action == "continue" or self.action == "release" or self.finished:
             return
-        if action == "heal" and (self.action in ("cancel", "stop") or event_of(reason) in self.healed):
+        if action == "heal" and (self.action in ("cancel", "stop") or heal.event_of(reason) in self.healed):
             return  # a stop outranks a heal; a heal already applied is not applied twice
         if action != self.action:
             log.info("run %d: server says %s%s", self.run_id, action, f" ({reason})" if reason else "")
@@ -227,15 +226,9 @@ class Worker:
             log.info("run %d: training on %s", run_id, cfg.device)
             sink = WorkerSink(self.client, state, self)
             result = self._train(cfg, sink, rundir, resume=resume_path, **kw)
-            while result.status == "heal":  # on_failure: heal — roll back, patch, train on in this job
-                healed = heal.prepare(self.client, run_id, self.worker_id, rundir, cfg, int(result.step),
-                                      None if cfg.device == "cpu" else self.device, self.opts.drain_timeout)
-                if healed.event_id is not None:
-                    state.healed.add(healed.event_id)
-                if state.action == "heal":
-                    state.action, state.reason = None, None
-                cfg, state.step = healed.cfg, healed.rollback_step
-                result = self._train(cfg, sink, rundir, resume=healed.resume, **kw)
+            if result.status == "heal":  # on_failure: heal — roll back, patch, train on in this job
+                result = heal.train_on(self._train, self.client, state, self.worker_id, rundir, cfg, sink, result,
+                                       self.device, self.opts.drain_timeout, **kw)
             status, step = result.status, int(result.step)
             error = result.reason if status == "failed" else None
         except BaseException as exc:  # noqa: BLE001 - reported as the run's failure, then re-raised if fatal
