@@ -60,8 +60,8 @@ def test_a_failing_run_heals_itself(any_server, spawn_worker, receiver):
         assert "d_steps" in knobs and knobs["d_steps"]["from"] == 3 and knobs["d_steps"]["to"] == 1
         # the stored config is the patched one, with the rung it came from
         stored = c.get(f"/api/runs/{run_id}").json()
-        assert stored["config"]["d_steps"] == 1 and stored["config"]["lr_d"] != cfg["lr_d"] or \
-            stored["config"]["lr_g"] != cfg["lr_g"]
+        assert all(stored["config"][k] == ch["to"] for k, ch in knobs.items())
+        assert stored["config"]["d_steps"] == 1 and stored["config"]["lr_g"] > cfg["lr_g"]
         assert stored["config"]["remedy_of"]["signature"] == "d_overpowering"
         assert stored["config_history"][0] == {"step": first["rollback_step"], "event_id": first["id"],
                                                "kind": "heal", "signature": "d_overpowering",
