@@ -177,3 +177,28 @@ def test_heal_protocol_over_http(any_server):
         assert answer["action"] == "stop" and "all 1 heals used" in answer["reason"], answer
         [e] = c.get(f"/api/runs/{run_id}/events").json()["events"]
         assert e["status"] == "applied" and e["from_step"] == 20 and e["rollback_step"] == 10
+
+
+def test_a_repeat_escalates_the_remedy(any_server):
+    """The second heal for the same signature is computed on the patched config: the ladder's next rung."""
+    w = "w-esc"
+    with any_server.client() as c:
+        run_id = c.post("/api/jobs", json={"dataset": "ring8", "on_failure": "heal", "steps": 1000}).json()["id"]
+        c.post("/api/workers/claim", json={"worker_id": w, "host": "h"})
+        levels = []
+        for lo in (1, 21):
+            answer = post_metrics(c, run_id, batch(lo, lo + 20, loss__d=lambda s, lo=lo: "nan" if s >= lo + 5
+                                                   else healthy_loss(s)))
+            assert answer["action"] == "heal", answer
+            pending = c.get(f"/api/runs/{run_id}/heal").json()
+            ev = pending["event"]
+            levels.append((pending["config"]["remedy_of"]["level"], {ch["knob"] for ch in ev["changes"]}))
+            r = c.post(f"/api/runs/{run_id}/heal/{ev['id']}", json={"worker_id": w, "from_step": lo + 19,
+                                                                   "rollback_step": lo - 1})
+            assert r.status_code == 200, r.text
+        (first, knobs1), (second, knobs2) = levels
+        assert (first, second) == (1, 2) and "lr_d" in knobs1 and knobs2 == {"spectral_norm"}
+        cfg = c.get(f"/api/runs/{run_id}").json()
+        assert cfg["config"]["spectral_norm"] == "both" and cfg["config"]["remedy_of"] == {"signature": "nonfinite",
+                                                                                          "level": 2}
+        assert [h["changes"].get("spectral_norm") for h in cfg["config_history"]] == [None, "both"]
