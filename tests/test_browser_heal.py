@@ -8,6 +8,7 @@ import pytest
 
 from tests.browser import chromium_path, launch_browser, watched_page
 from tests.harness import wait_for
+from tests.test_browser_dashboard import shot
 from tests.test_heal import D_WINS, FINAL
 
 pytestmark = pytest.mark.browser
@@ -60,4 +61,5 @@ def test_heal_listed_and_marked_on_every_chart(any_server, spawn_worker, browser
             page.reload()
             page.wait_for_function("window.ganscope.ready === true", timeout=60_000)
             _check_page(page, ev)  # and from GET /api/runs/{id}/events on load
+            shot(page, "run-page-heal.png")
         assert not log.problems(), log.problems()

@@ -2,8 +2,10 @@
 
 A toy job provoked to fail fast is healed: the worker rolls back to a checkpoint before the failure's
 onset, applies the remedy and trains on in the same job; the heal is a run event with its step, signature
-and changes, the stored config is the patched one, and the run ends without being stopped. With its heals
-used up, a further failing alert stops the run. Bad knob values are a 422.
+and changes, the stored config is the patched one, the job's webhook hears `run.healed`, and the run ends
+without being stopped. With its heals used up, a further failing alert stops the run; a repeat of a signature
+escalates its remedy. The wire protocol (control, pending heal, report, rewind) is checked on its own, and
+`ganscope launch` prints heals while following. Bad knob values are a 422.
 """
 
 from __future__ import annotations

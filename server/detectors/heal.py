@@ -44,7 +44,7 @@ def apply_policy(session: Session, run: Run, failing: list[AlertState]) -> str |
     if used >= max_heals:
         return _stop(run, f"{what} (on_failure: heal, all {max_heals} heals used)")
     remedy = remedy_for(a.signature, cfg, a.evidence, run.kind)
-    diff = {k: v for k, v in (remedy.get("config") or {}).items()}
+    diff = dict(remedy.get("config") or {})
     if not {k for k in diff if k != "remedy_of"}:
         return _stop(run, f"{what} (on_failure: heal, but no config change is left to try)")
     changes = [{"knob": c["knob"], "from": c.get("from"), "to": c.get("to")} for c in remedy.get("changes") or []]
