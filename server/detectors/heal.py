@@ -56,3 +56,9 @@ def apply_policy(session: Session, run: Run, failing: list[AlertState]) -> str |
     run.control = "heal"
     run.stop_reason = f"heal #{ev.id}: {ev.message}"[:2000]  # the worker's answer names the event (store/queue.py)
     return "heal"
+
+
+def pending_event(session: Session, run_id: int) -> dict[str, Any] | None:
+    """The pending heal as the run's stream shows it (published once the decision commits)."""
+    ev = events_store.pending_heal(session, run_id)
+    return events_store.to_dict(ev) if ev is not None else None

@@ -202,8 +202,10 @@ def _persist(db: Database, broker: Broker, run_id: int, det: RunDetector, change
             status_changed = True
         failing = [ch.alert for ch in changes
                    if (ch.kind == "open" or ch.escalated) and ch.alert.severity == "failing"]
-        if failing and heal.apply_policy(s, run, failing) is not None:  # on_failure: stop or heal
+        acted = heal.apply_policy(s, run, failing) if failing else None  # on_failure: stop or heal
+        if acted is not None:
             status_changed = stopped = True
+        pending = heal.pending_event(s, run_id) if acted == "heal" else None
         payloads = [{**alerts_store.to_dict(r), "run_id": run_id}
                     for r in (s.get(Alert, ch.alert.id) for ch in changes) if r is not None]
         summary = None
@@ -216,4 +218,6 @@ def _persist(db: Database, broker: Broker, run_id: int, det: RunDetector, change
         broker.publish(run_id, "alert", p)
     if summary is not None:
         broker.publish(run_id, "status", summary)
+    if pending is not None:
+        broker.publish(run_id, "event", pending)  # listed as pending until the worker applies it
     return stopped
