@@ -49,7 +49,7 @@ def test_a_failing_run_heals_itself(any_server, spawn_worker, receiver):
         run_id = c.post("/api/jobs", json=cfg).json()["id"]
         w = spawn_worker(any_server.url)
         run = _end(c, run_id)
-        log = w.log()
+        log = w.log(tail=None)
         body = c.get(f"/api/runs/{run_id}/events").json()
         heals = [e for e in body["events"] if e["kind"] == "heal"]
         assert heals, f"no heal: {run}\n{log}"
@@ -82,6 +82,24 @@ def test_a_failing_run_heals_itself(any_server, spawn_worker, receiver):
                                    "run.healed"], timeout=30, what="run.healed")
         assert healed[0]["run"]["heal"]["id"] == first["id"] and healed[0]["run"]["id"] == run_id
         assert healed[0]["text"].startswith("HEALED:") and "d_steps 3 → 1" in healed[0]["text"]
+
+
+def test_a_rollback_past_the_workers_own_checkpoints_uses_the_servers(server, spawn_worker):
+    # A checkpoint every 2 steps: the worker's own few recent files all postdate the onset by the time the
+    # alert is judged, so the one it rolls back to comes from the server.
+    cfg = {**D_WINS, "steps": 200, "checkpoint_every": 2, "on_failure": "heal", "max_heals": 3}
+    with server.client() as c:
+        run_id = c.post("/api/jobs", json=cfg).json()["id"]
+        w = spawn_worker(server.url)
+        run = _end(c, run_id)
+        log = w.log(tail=None)
+        ev = c.get(f"/api/runs/{run_id}/events").json()["events"][0]
+        assert ev["status"] == "applied" and 0 < ev["rollback_step"] < ev["onset_step"], ev
+        assert f"downloaded the server's of step {ev['rollback_step']}" in log, \
+            [ev, [x for x in log.splitlines() if "heal" in x]]
+        assert run["status"] == "succeeded" and run["step"] == cfg["steps"], run
+        steps = [ck["step"] for ck in c.get(f"/api/runs/{run_id}/checkpoints").json()["checkpoints"]]
+        assert steps == list(range(2, cfg["steps"] + 1, 2))  # the abandoned stretch's replaced by the healed one
 
 
 def test_heals_used_up_stop_the_run(any_server, spawn_worker):

@@ -98,6 +98,7 @@ def _pick(client: HttpClient, run_id: int, workdir: Path, before: int, cfg: JobC
         path = workdir / f"heal-{step}.ckpt"
         if client.download(f"/api/runs/{run_id}/checkpoints/{step}", path) is None:
             return 0, None
+        log.info("run %d: no own checkpoint before step %d: downloaded the server's of step %d", run_id, before, step)
     try:
         saved = ckpt_io.config_of(ckpt_io.load(path))
     except (ckpt_io.CheckpointError, ValueError) as exc:
