@@ -67,6 +67,9 @@ def heal_applied(run_id: RunId, event_id: RunId, body: HealApplied, _: Authorize
                  settings: SettingsDep) -> dict[str, Any]:
     """The worker rolled back to `rollback_step` and trains on with the patched config. Answers the event and
     the run's config. A repeat of the same report (its first answer lost) answers the same, changing nothing."""
+    # The abandoned stretch's last batches may wait queued for judgement: drop them now (they are stored, and
+    # rewound below), so no alert is opened on training that is about to stop existing.
+    hook.forget(db, run_id)
     with storage_errors("applying a heal"), db.write() as s:
         run = runs_store.get_run(s, run_id, lock=True)
         if run is None:

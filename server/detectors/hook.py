@@ -128,6 +128,10 @@ def forget(db: Database, run_id: int) -> None:
     the config once, when the state is built."""
     eng = _ENGINES.get(db)
     if eng is not None:
+        det = eng.get(run_id)
+        if det is not None:
+            with det.lock:  # waits for a judgement in progress; queued batches are in the store for the rebuild
+                det.queue = []
         eng.drop(run_id)
 
 
