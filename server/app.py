@@ -61,10 +61,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from ganscope.server.security import CrossSiteGuard
     app.add_middleware(CrossSiteGuard, settings=settings)  # outermost: Host allow-list, cross-site refusals
 
-    from ganscope.server.api import alerts, downloads, ingest, jobs, manage, notifications, runs, stream, workers
+    from ganscope.server.api import alerts, downloads, events, ingest, jobs, manage, notifications, runs, stream, workers
     from ganscope.server import pages
 
-    for module in (jobs, runs, manage, downloads, workers, ingest, alerts, notifications, stream, pages):
+    for module in (jobs, runs, manage, downloads, workers, ingest, alerts, notifications, events, stream, pages):
         app.include_router(module.router)
         setup = getattr(module, "setup", None)
         if setup is not None:

@@ -178,8 +178,15 @@ class JobConfig(BaseModel):
                     "(DistributedDataParallel; effective batch batch_size x N).")
 
     # --- failure policy and queue -------------------------------------------
-    on_failure: Literal["warn", "stop"] = Field(
-        "warn", description="What a failing signature does: report only, or stop the run.")
+    on_failure: Literal["warn", "stop", "heal"] = Field(
+        "warn", description="What a failing signature does: report only, stop the run, or heal it (roll back to "
+                            "the last checkpoint before the symptom's onset, apply the remedy, continue).")
+    max_heals: int = Field(
+        2, ge=0, le=20, description="With on_failure heal: interventions before a further failing signature "
+                                    "stops the run as on_failure stop does.")
+    remedy_of: dict[str, Any] | None = Field(
+        None, json_schema_extra={"group": "policy"}, description="Set by a remedy (relaunch or heal): {signature, level} of the rung applied, so a "
+                          "repeat of that signature escalates the remedy ladder. Leave empty.")
     detectors: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="Per-signature threshold overrides: {signature_id: {threshold: value}}.")
     priority: int = Field(0, ge=-100, le=100, description="Queue priority: higher runs first.")
@@ -219,6 +226,18 @@ class JobConfig(BaseModel):
         if len(set(v)) != len(v):
             raise ValueError("notify lists the same URL twice")
         return v
+
+    @field_validator("remedy_of")
+    @classmethod
+    def _remedy_of_form(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        # The launch form sends {} for an empty object knob: that is "no remedy".
+        if not v:
+            return None
+        sig, level = v.get("signature"), v.get("level")
+        if set(v) - {"signature", "level"} or not isinstance(sig, str) or not (0 < len(sig) <= 64) \
+                or isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 100:
+            raise ValueError('remedy_of must be {"signature": "<signature id>", "level": 0-100} or empty')
+        return {"signature": sig, "level": level}
 
     @field_validator("data_root")
     @classmethod

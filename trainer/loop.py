@@ -44,6 +44,7 @@ from ganscope.trainer.config import JobConfig
 from ganscope.trainer.data import DataSource, DatasetError, build_data
 from ganscope.trainer.device import amp_enabled, autocast, memory_format, resolve_device
 from ganscope.trainer.ema import EmaGenerator
+from ganscope.trainer.heal import keep_checkpoints
 from ganscope.trainer.losses import Objective, gradient_penalty, r1_penalty
 from ganscope.trainer.models import NamedNet, build_models, parameter_count, z_shape
 from ganscope.trainer.quality.evaluate import QualityEval
@@ -53,8 +54,9 @@ from ganscope.trainer.samples import GRID_N, checkpoint_figures, generate, image
 from ganscope.trainer.sink import Sink
 from ganscope.trainer.toy import density_payload, mixture_for, mode_stats
 
-Status = Literal["succeeded", "cancelled", "stopped", "handback"]
-_CONTROL_STATUS: dict[str, Status] = {"cancel": "cancelled", "stop": "stopped", "handback": "handback"}
+Status = Literal["succeeded", "cancelled", "stopped", "handback", "heal"]
+# "heal": the caller rolls back and trains on with a patched config (trainer/heal.py)
+_CONTROL_STATUS: dict[str, Status] = {"cancel": "cancelled", "stop": "stopped", "handback": "handback", "heal": "heal"}
 CONTROL_POLL_S = 0.5
 KEEP_CHECKPOINTS = 3
 TOY_EVAL_N = 2500  # as VEEGAN and PacGAN score mixtures
@@ -346,17 +348,18 @@ class Trainer:
         if not self.cfg.is_toy and self.draws:
             for kind, png in checkpoint_figures(self.eval_generator(), self.cfg, self.device).items():
                 self.sink.on_sample(st.step, kind, png)
-        ckpt_io.prune(self.workdir, KEEP_CHECKPOINTS)
+        ckpt_io.prune(self.workdir, keep_checkpoints(self.cfg, KEEP_CHECKPOINTS))
 
     def poll(self) -> str | None:
         self._last_poll = time.monotonic()
         action = self.sink.control()
         if action is not None and action not in _CONTROL_STATUS:
-            raise ValueError(f"sink.control() answered {action!r}; expected None, 'cancel', 'stop' or 'handback'")
+            raise ValueError(f"sink.control() answered {action!r}; expected None, 'cancel', 'stop', 'handback' or 'heal'")
         return action
 
     def _stop(self, action: str) -> TrainResult:
-        self.write_checkpoint()
+        if action != "heal":  # a heal abandons this state: no checkpoint of it may become the resume point
+            self.write_checkpoint()
         self.flush()
         return TrainResult(status=_CONTROL_STATUS[action], step=self.state.step, reason=f"control: {action}")
 

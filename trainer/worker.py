@@ -5,7 +5,8 @@
 
 States (one stdout line each): idle -> claimed run N -> training -> finishing -> idle. A
 heartbeat thread reports the step every --heartbeat seconds; its answer (and each ingest
-answer) can say cancel / stop (the loop checkpoints and returns) or release (the server gave
+answer) can say cancel / stop (the loop checkpoints and returns), heal (trainer/heal.py: roll back,
+patch the config, train on) or release (the server gave
 the job to someone else: abandon it without reporting). SIGTERM asks the loop to hand the
 job back: it checkpoints, the checkpoint and every point are flushed, and `finish` with
 status "handback" makes the server requeue the job for the next worker, which resumes from
@@ -34,7 +35,7 @@ import sys
 import threading
 import traceback
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from ganscope.trainer.advertise import describe_devices, gpu_uuid, resolve_gpus
 from ganscope import __version__
 from ganscope.trainer.client import Client, ServerUnavailable, SpoolBusy
 from ganscope.trainer.config import MAX_GPUS, JobConfig
+from ganscope.trainer import heal
 from ganscope.trainer.device import DeviceError
 from ganscope.trainer.relay import launch, procs_for, visible_devices
 from ganscope.trainer.sysmetrics import GpuRef, SysMetricsThread, SystemSampler
@@ -59,10 +61,13 @@ class JobState:
     reason: str | None = None
     finished: bool = False  # the final status reached the server: later answers concern a closed run
     finish_seq: int | None = None  # spool entry of the final status, once written
+    healed: set[int] = field(default_factory=set)  # heal events applied: a late answer naming one is stale
 
     def told(self, action: str | None, reason: str | None) -> None:
         if not action or action == "continue" or self.action == "release" or self.finished:
             return
+        if action == "heal" and (self.action in ("cancel", "stop") or heal.event_of(reason) in self.healed):
+            return  # a stop outranks a heal; a heal already applied is not applied twice
         if action != self.action:
             log.info("run %d: server says %s%s", self.run_id, action, f" ({reason})" if reason else "")
         self.action, self.reason = action, reason
@@ -104,7 +109,7 @@ class WorkerSink:
             return "cancel"  # stop at once; the worker then drops the run without finishing it
         if self.worker.terminating.is_set():
             return "handback"
-        if self.state.action in ("cancel", "stop"):
+        if self.state.action in ("cancel", "stop", "heal"):
             return self.state.action
         return None
 
@@ -234,6 +239,9 @@ class Worker:
                 status, step, error = launch(cfg, sink, rundir, procs, resume_path, kw.get("data_root"), cuda)
             else:
                 result = self._train(cfg, sink, rundir, resume=resume_path, **kw)
+                if result.status == "heal":  # on_failure: heal — roll back, patch, train on in this job
+                    result = heal.train_on(self._train, self.client, state, self.worker_id, rundir, cfg, sink,
+                                           result, self.device, self.opts.drain_timeout, **kw)
                 status, step, error = result.status, int(result.step), result.reason
             error = error if status == "failed" else None
             if error:

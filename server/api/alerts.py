@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import and_, or_, select
 
 from ganscope.server.api.common import unprocessable
-from ganscope.server.deps import DB, MAX_ID
+from ganscope.server.deps import DB, MAX_ID, RunId
 from ganscope.server.detectors.catalog import catalog
 from ganscope.server.schema import Alert, Run
 from ganscope.server.store import alerts as alerts_store
@@ -26,7 +26,7 @@ def signatures() -> dict[str, Any]:
 
 
 @router.get("/api/runs/{run_id}/alerts", responses={404: {"description": "unknown run"}})
-def run_alerts(run_id: int, db: DB,
+def run_alerts(run_id: RunId, db: DB,
                status: Literal["open", "closed"] | None = Query(None, description="only open or closed alerts")
                ) -> dict[str, Any]:
     """A run's alerts, oldest first: signature, severity, status, first and last step, message,

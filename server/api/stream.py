@@ -216,7 +216,7 @@ def _sse(gen: AsyncIterator[str]) -> StreamingResponse:
 
 @router.get("/api/runs/{run_id}/stream", summary="Live events of one run (server-sent events)")
 async def run_stream(run_id: int, request: Request, broker: BrokerDep, db: DB) -> StreamingResponse:
-    """Events: `ready`, `metrics` (id = highest step), `alert`, `status`, `sample`, `snapshot`."""
+    """Events: `ready`, `metrics` (id = highest step), `alert`, `status`, `sample`, `snapshot`, `event` (a heal)."""
     def exists() -> bool:
         with db.read() as s:
             return s.get(Run, run_id) is not None
