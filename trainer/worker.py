@@ -34,6 +34,7 @@ import socket
 import sys
 import threading
 import traceback
+from types import SimpleNamespace
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,15 +235,19 @@ class Worker:
             procs = procs_for(cfg.device, self.gpu_indices, self.opts.procs_per_job, cfg.gpus)
             log.info("run %d: training on %s%s", run_id, cfg.device, f" x {procs} processes (torchrun)" * (procs > 1))
             sink = WorkerSink(self.client, state, self)
+            train = self._train
             if procs > 1:   # one job on several processes: torchrun launches them, rank 0 reports here
                 cuda = visible_devices(self.gpu_indices[:procs]) if cfg.device.startswith("cuda") else None
-                status, step, error = launch(cfg, sink, rundir, procs, resume_path, kw.get("data_root"), cuda)
-            else:
-                result = self._train(cfg, sink, rundir, resume=resume_path, **kw)
-                if result.status == "heal":  # on_failure: heal — roll back, patch, train on in this job
-                    result = heal.train_on(self._train, self.client, state, self.worker_id, rundir, cfg, sink,
-                                           result, self.device, self.opts.drain_timeout, **kw)
-                status, step, error = result.status, int(result.step), result.reason
+
+                def train(cfg: JobConfig, sink: Any, workdir: Path, resume: Path | None = None,
+                          data_root: Path | None = None) -> SimpleNamespace:
+                    status, step, reason = launch(cfg, sink, workdir, procs, resume, data_root, cuda)
+                    return SimpleNamespace(status=status, step=step, reason=reason)
+            result = train(cfg, sink, rundir, resume=resume_path, **kw)
+            if result.status == "heal":  # on_failure: heal — roll back, patch, train on in this job
+                result = heal.train_on(train, self.client, state, self.worker_id, rundir, cfg, sink,
+                                       result, self.device, self.opts.drain_timeout, **kw)
+            status, step, error = result.status, int(result.step), result.reason
             error = error if status == "failed" else None
             if error:
                 error = public_message(error, self.opts.data_root or default_data_root(), self.workdir,
