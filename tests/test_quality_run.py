@@ -7,8 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.harness import ServerProc
+
+# The first test to need the shapes classifier trains and caches it (per user): about 2 minutes on a quiet
+# core, 6 on a loaded one; every later run reads the cache in milliseconds.
+pytestmark = pytest.mark.timeout(900)
 
 NAMES = ("quality/kid", "quality/fid", "quality/precision", "quality/recall", "quality/coverage",
          "quality/recognisable", "quality/modes", "quality/modes_total", "perf/eval_s")
