@@ -21,8 +21,8 @@ from ganscope.trainer.toy import Mixture, mixture_for
 from tests.jobs import tiny_image_job
 
 torch.set_num_threads(1)
-# The first test to need the shapes classifier trains and caches it (per user): about 2 minutes on a quiet
-# core, 6 on a loaded one; every later run reads the cache in milliseconds.
+# The first test to need the shapes classifier trains and caches it (per user): measured 6 minutes on a
+# heavily loaded 2-core machine; every later run reads the cache in milliseconds.
 pytestmark = pytest.mark.timeout(900)
 TOYS = ("ring8", "grid25", "gauss1d", "bimodal1d", "trimodal1d")
 

@@ -11,13 +11,13 @@ import pytest
 
 from tests.harness import ServerProc
 
-# The first test to need the shapes classifier trains and caches it (per user): about 2 minutes on a quiet
-# core, 6 on a loaded one; every later run reads the cache in milliseconds.
+# The first test to need the shapes classifier trains and caches it (per user): measured 6 minutes on a
+# heavily loaded 2-core machine; every later run reads the cache in milliseconds.
 pytestmark = pytest.mark.timeout(900)
 
 NAMES = ("quality/kid", "quality/fid", "quality/precision", "quality/recall", "quality/coverage",
          "quality/recognisable", "quality/modes", "quality/modes_total", "perf/eval_s")
-# 32 px: the classifier the other quality tests train is cached per user and shared with this worker.
+# The shapes classifier is cached per user: this worker reads the one the other quality tests trained.
 JOB: dict[str, Any] = {"name": "quality", "dataset": "shapes", "image_size": 32, "ngf": 8, "ndf": 8, "nz": 16,
                        "batch_size": 16, "steps": 30, "eval_every": 10, "eval_samples": 48, "sample_every": 1000,
                        "checkpoint_every": 1000, "probe_every": 5, "device": "cpu"}
