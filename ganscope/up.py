@@ -180,7 +180,7 @@ def run_up(home: Path, host: str, port: int, device: str, demo: bool, token: str
                 state = "queued" if created else "already there"
                 print(f"  demo job {state}: {name}: {url}/runs/{run_id}", flush=True)
             print(f"  demo worker pid {demo_worker.pid}", flush=True)
-        print("Press Ctrl-C to stop the server and the worker.", flush=True)
+        print(f"Press Ctrl-C to stop the server and the worker{'s' if demo else ''}.", flush=True)
         while True:
             for child in children:
                 if not child.alive():

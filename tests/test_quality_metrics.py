@@ -21,6 +21,9 @@ from ganscope.trainer.toy import Mixture, mixture_for
 from tests.jobs import tiny_image_job
 
 torch.set_num_threads(1)
+# The first test to need the shapes classifier trains and caches it (per user): measured 6 minutes on a
+# heavily loaded 2-core machine; every later run reads the cache in milliseconds.
+pytestmark = pytest.mark.timeout(900)
 TOYS = ("ring8", "grid25", "gauss1d", "bimodal1d", "trimodal1d")
 
 
@@ -218,3 +221,15 @@ def test_the_loop_reports_quality_every_eval_every_steps(tmp_path: Path, monkeyp
     off = MemorySink()
     train(tiny_image_job(steps=2, eval_every=0), off, tmp_path / "off")
     assert not any(n.startswith("quality/") for n in off.names())
+
+
+def test_evaluating_never_changes_what_training_draws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ganscope.trainer.loop import Trainer
+
+    monkeypatch.delenv(ENV, raising=False)
+    nets = []
+    for every in (0, 2):
+        tr = Trainer(tiny_image_job(steps=4, eval_every=every, eval_samples=32), MemorySink(), tmp_path / str(every))
+        assert tr.run().status == "succeeded"
+        nets.append(tr.state.g.state_dict())
+    assert all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])  # bit-for-bit, as resume promises

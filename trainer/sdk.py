@@ -242,7 +242,8 @@ class Run:
         A forward pass of both batches through a feature net: call it every few hundred steps."""
         from ganscope.trainer.quality.evaluate import measure_batches
 
-        values = measure_batches(fake, real, value_range=value_range, dataset=self.declared.get("dataset"))
+        dataset = self.declared.get("dataset") or self.user_config.get("dataset")  # as the server reads config
+        values = measure_batches(fake, real, value_range=value_range, dataset=dataset)
         self.log(values, step)
         return values
 
