@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import re
 import signal
@@ -33,6 +34,7 @@ from typing import Any
 from ganscope.trainer.config import JobConfig
 from ganscope.trainer.sink import Sink
 
+logger = logging.getLogger("ganscope.worker")
 ENV_ADDRESS, ENV_KEY = "GANSCOPE_RELAY", "GANSCOPE_RELAY_KEY"
 MONITOR_S = 0.5        # how often torchrun checks its ranks: a dead rank ends the job within this
 STOP_GRACE_S = 30.0    # after rank 0's last word, how long the ranks get to exit before they are killed
@@ -196,8 +198,8 @@ def launch(cfg: JobConfig, sink: Sink, workdir: Path, procs: int, resume: Path |
     if cuda_visible is not None:
         env["CUDA_VISIBLE_DEVICES"] = cuda_visible
     log_path = workdir / "torchrun.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(torchrun_command(procs, job, workdir, resume, data_root), env=env, stdout=log,
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(torchrun_command(procs, job, workdir, resume, data_root), env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
     result: tuple[str, int, str | None] | None = None
     try:
@@ -217,7 +219,10 @@ def launch(cfg: JobConfig, sink: Sink, workdir: Path, procs: int, resume: Path |
     if result is not None and result[0] != "failed":
         return result
     rank0_error = str(result[2]) if result is not None else None
-    raise DistributedJobFailed(failure_reason(log_path.read_text(errors="replace"), rank0_error))
+    text = log_path.read_text(errors="replace")
+    # The run folder goes with the job: the worker's log keeps the end of torchrun's for the operator.
+    logger.warning("torchrun's log ends:\n%s", "\n".join(text.splitlines()[-40:]))
+    raise DistributedJobFailed(failure_reason(text, rank0_error))
 
 
 def _accept(listener: Listener, proc: subprocess.Popen, key: bytes) -> Connection | None:
