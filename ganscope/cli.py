@@ -59,10 +59,11 @@ def up(
     host: Annotated[str, typer.Option(envvar="GANSCOPE_HOST", help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="GANSCOPE_PORT", help="Port to listen on.")] = 8000,
     device: Annotated[str, typer.Option(help="The worker's device: auto, cpu, cuda or cuda:N.")] = "auto",
-    demo: Annotated[bool, typer.Option(help="Enqueue the demo job on `shapes` unless it exists.")] = True,
+    demo: Annotated[bool, typer.Option(
+        help="Enqueue the two demo runs on `shapes` (healthy, D overpowering) unless they exist.")] = True,
     token: TokenOpt = None,
 ) -> None:
-    """Start the server and one worker on SQLite, with a demo job; Ctrl-C stops both."""
+    """Start the server and a worker on SQLite, with two demo runs on a second worker; Ctrl-C stops them all."""
     from ganscope.up import run_up
 
     raise typer.Exit(run_up(home, host, port, device, demo, token or None))

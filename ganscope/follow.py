@@ -1,4 +1,5 @@
-"""Follow a run from the terminal: a progress bar, alerts printed as they open, the final status.
+"""Follow a run from the terminal: a progress bar, alerts printed as they open, heals as they are applied,
+the final status.
 
 Polling (one run summary and one alerts list per second) rather than the SSE
 stream: it needs no long-lived connection through proxies, and a second is
@@ -11,9 +12,17 @@ import sys
 import time
 from typing import Any, TextIO
 
-from ganscope.client import Api
+from ganscope.client import Api, ApiError
 
 TERMINAL = ("succeeded", "failed", "cancelled", "stopped")
+
+
+def describe_event(ev: dict[str, Any]) -> str:
+    """A run event (a heal under on_failure: heal) as one line."""
+    changes = ", ".join(f"{c.get('knob')} {c.get('from')!r} -> {c.get('to')!r}" for c in ev.get("changes") or [])
+    return (f"{str(ev.get('kind', 'event')).upper()} {ev.get('signature') or ''} (onset step {ev.get('onset_step')}): "
+            f"rolled back from step {ev.get('from_step')} to step {ev.get('rollback_step')}; "
+            f"{changes or 'no config change'}")
 
 
 def describe_alert(alert: dict[str, Any]) -> str:
@@ -88,6 +97,15 @@ def follow_run(api: Api, run_id: int, interval: float = 1.0, out: TextIO | None 
                 if key not in seen:
                     seen.add(key)
                     bar.note(describe_alert(alert))
+            try:
+                events = api.get(f"/api/runs/{run_id}/events").get("events", [])
+            except ApiError:
+                events = []  # a server from before run events
+            for ev in events:
+                key = ("event", ev.get("id"))
+                if ev.get("status") == "applied" and key not in seen:
+                    seen.add(key)
+                    bar.note(describe_event(ev))
             bar.update(int(run.get("step") or 0), str(run.get("status")), str(run.get("health")))
             if run.get("status") in TERMINAL:
                 return run

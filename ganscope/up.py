@@ -1,4 +1,4 @@
-"""`ganscope up`: the server and one worker as child processes on SQLite, plus a demo job.
+"""`ganscope up`: the server and a worker as child processes on SQLite, plus two demo runs on a second worker.
 
 The children run in their own sessions, so a Ctrl-C in the terminal reaches only
 this supervisor; it then stops them in order: the worker first (it checkpoints
@@ -22,13 +22,21 @@ import httpx
 from ganscope.client import Api, ApiError
 
 DEMO_NAME = "demo: shapes 32px"
+DEMO_FAILING_NAME = "demo: shapes 32px, D overpowering"
 # Sized to learn visibly on a laptop CPU in minutes: 32-px images and narrow nets (about 0.1 s a
-# step on one busy core), a sample grid every 100 steps so the dashboard's timeline fills in.
+# step on one busy core), a sample grid every 100 steps so the dashboard's timeline fills in, and a quality
+# evaluation every 100 steps (quality/recognisable, quality/modes: the shapes classifier's ground truth).
 DEMO_JOB: dict[str, Any] = {
     "name": DEMO_NAME, "dataset": "shapes", "image_size": 32, "nz": 64, "ngf": 16, "ndf": 16,
     "batch_size": 32, "steps": 4000, "sample_every": 100, "checkpoint_every": 500, "probe_every": 5,
-    "flush_every": 25, "device": "auto",
+    "flush_every": 25, "device": "auto", "eval_every": 100, "eval_samples": 256,
 }
+# The same model with D given ten times G's learning rate and three updates per step: D wins within a
+# minute or two and d_overpowering fires; on_failure "stop" then ends it (the dashboard shows why).
+DEMO_FAILING_JOB: dict[str, Any] = {
+    **DEMO_JOB, "name": DEMO_FAILING_NAME, "lr_d": 2e-3, "d_steps": 3, "steps": 2000, "on_failure": "stop",
+}
+DEMO_JOBS = (DEMO_JOB, DEMO_FAILING_JOB)
 
 
 class Stop(Exception):
@@ -92,14 +100,26 @@ class Child:
         return self.proc.returncode
 
 
-def ensure_demo(api: Api) -> tuple[int, bool]:
-    """The demo run's id, enqueuing it unless a run of that name already exists."""
+def ensure_demo(api: Api) -> list[tuple[str, int, bool]]:
+    """(name, run id, newly queued) of each demo run, enqueuing those no run of that name stands for yet."""
     runs = api.get("/api/runs")
     items = runs.get("runs", runs) if isinstance(runs, dict) else runs
-    for run in items:
-        if run.get("name") == DEMO_NAME:
-            return int(run["id"]), False
-    return int(api.post("/api/jobs", json=DEMO_JOB)["id"]), True
+    have = {run.get("name"): int(run["id"]) for run in items}
+    out = []
+    for job in DEMO_JOBS:
+        name = job["name"]
+        if name in have:
+            out.append((name, have[name], False))
+        else:
+            out.append((name, int(api.post("/api/jobs", json=job)["id"]), True))
+    return out
+
+
+def _half_cores(env: dict[str, str]) -> dict[str, str]:
+    """Two workers share the machine: each gets half the cores' threads unless the user chose a count."""
+    if "OMP_NUM_THREADS" in env:
+        return env
+    return {**env, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // 2))}
 
 
 def _wait_healthy(url: str, child: Child, timeout: float) -> None:
@@ -142,16 +162,25 @@ def run_up(home: Path, host: str, port: int, device: str, demo: bool, token: str
         children.append(server)
         _wait_healthy(url, server, timeout=60)
         worker = Child("worker", py + ["worker", "--server", url, "--device", device,
-                                      "--workdir", str(home / "worker")], env, logs / "worker.log")
+                                      "--workdir", str(home / "worker")], _half_cores(env) if demo else env,
+                       logs / "worker.log")
         children.append(worker)
         print(f"ganscope is up: {url}", flush=True)
         print(f"  server pid {server.pid}, worker pid {worker.pid}; data in {home}; logs in {logs}", flush=True)
         if demo:
+            # A second worker, so the healthy and the failing demo runs train side by side (each on half the
+            # cores) and can be compared as they go.
+            demo_worker = Child("demo worker", py + ["worker", "--server", url, "--device", device,
+                                                     "--workdir", str(home / "worker-demo")],
+                                _half_cores(env), logs / "worker-demo.log")
+            children.append(demo_worker)
             with Api(url, token) as api:
-                run_id, created = ensure_demo(api)
-            state = "queued" if created else "already there"
-            print(f"  demo job {state}: {url}/runs/{run_id}", flush=True)
-        print("Press Ctrl-C to stop the server and the worker.", flush=True)
+                demo_runs = ensure_demo(api)
+            for name, run_id, created in demo_runs:
+                state = "queued" if created else "already there"
+                print(f"  demo job {state}: {name}: {url}/runs/{run_id}", flush=True)
+            print(f"  demo worker pid {demo_worker.pid}", flush=True)
+        print(f"Press Ctrl-C to stop the server and the worker{'s' if demo else ''}.", flush=True)
         while True:
             for child in children:
                 if not child.alive():

@@ -7,7 +7,7 @@ import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -54,19 +54,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = Database(settings.sqlalchemy_url)
     app.state.broker = Broker()
     app.state.background_tasks = []  # async callables(app) started with the server
+    from ganscope.server.inputs import InputGuard
+    app.add_middleware(InputGuard)  # ids, NUL, JSON depth and strings: 404/422 before any route (server/inputs.py)
     from ganscope.server.limits import RequestSizeLimit
     app.add_middleware(RequestSizeLimit, settings=settings)  # 413 for bodies over max_request_mb/max_upload_mb
+    from ganscope.server.security import CrossSiteGuard
+    app.add_middleware(CrossSiteGuard, settings=settings)  # outermost: Host allow-list, cross-site refusals
 
-    from ganscope.server.api import alerts, downloads, ingest, jobs, manage, notifications, runs, stream, workers
+    from ganscope.server.api import alerts, downloads, events, ingest, jobs, manage, notifications, runs, stream, workers
     from ganscope.server import pages
 
-    for module in (jobs, runs, manage, downloads, workers, ingest, alerts, notifications, stream, pages):
+    for module in (jobs, runs, manage, downloads, workers, ingest, alerts, notifications, events, stream, pages):
         app.include_router(module.router)
         setup = getattr(module, "setup", None)
         if setup is not None:
             setup(app)  # e.g. register a background task
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    from ganscope.server.api.wire import declare_errors
+    declare_errors(app)  # every status a route can answer is in /openapi.json
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, str]:
@@ -77,6 +84,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
                   for e in exc.errors()]
         return ORJSONResponse(status_code=422, content={"detail": detail})
+
+    from starlette.requests import ClientDisconnect
+    from ganscope.server.inputs import log_disconnect
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> Response:
+        log_disconnect(request.scope)  # one line instead of "unhandled error" and two tracebacks
+        return Response(status_code=400)  # never delivered: the client is gone
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:

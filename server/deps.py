@@ -29,5 +29,7 @@ BrokerDep = Annotated[Broker, Depends(get_broker)]
 
 # Path ids and steps fit a signed 64-bit column: larger numbers are a client error (422), not an overflow.
 MAX_INT64 = 2**63 - 1
-RunId = Annotated[int, Path(ge=1, le=MAX_INT64, description="Run id.")]
+# Ids are 32-bit INTEGER columns (server/inputs.py says why they are bounded rather than widened).
+MAX_ID = 2**31 - 1
+RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="Run id.")]
 StepParam = Annotated[int, Path(ge=0, le=MAX_INT64, description="Training step.")]

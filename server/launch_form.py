@@ -82,7 +82,7 @@ def applies_to(name: str, schema: dict[str, Any]) -> str:
 
 
 def field_kind(schema: dict[str, Any]) -> tuple[str, bool]:
-    """Input kind for a knob (select, bool, integer, number, string, json) and whether null is allowed."""
+    """Input kind for a knob (select, bool, integer, number, string, list, json) and whether null is allowed."""
     nullable = False
     if "anyOf" in schema:
         options = [o for o in schema["anyOf"] if o.get("type") != "null"]
@@ -98,6 +98,10 @@ def field_kind(schema: dict[str, Any]) -> tuple[str, bool]:
     if kind in ("integer", "number"):
         return kind, nullable
     if kind == "object":
+        return "json", nullable
+    if kind == "array" and schema.get("items", {}).get("type") == "string":
+        return "list", nullable  # one entry per line or comma (webhook URLs)
+    if kind == "array":
         return "json", nullable
     return "string", nullable
 
@@ -124,6 +128,7 @@ def launch_fields() -> list[dict[str, Any]]:
             "name": knob["name"], "kind": kind, "nullable": nullable, "help": knob["help"],
             "options": _options(schema), "default": default,
             "default_text": (json.dumps(default) if kind in ("json", "bool")
+                             else ", ".join(default or []) if kind == "list"
                              else "" if default is None else str(default)),
             "bounds": ", ".join(bounds), "group": group_of(knob["name"], schema),
             "applies": applies_to(knob["name"], schema),

@@ -39,15 +39,18 @@ class Broker:
             return
         msg = (event, {"run_id": run_id, **data})
         for q in targets:
-            loop.call_soon_threadsafe(self._offer, q, msg)
+            loop.call_soon_threadsafe(self._offer, run_id, q, msg)
 
-    @staticmethod
-    def _offer(q: asyncio.Queue, msg: Any) -> None:
+    def _offer(self, run_id: int, q: asyncio.Queue, msg: Any) -> None:
         if q.qsize() >= QUEUE_LIMIT:
-            # Too slow: tell the reader to close; it reconnects and catches up from its last step.
+            # Too slow: unsubscribe it (nothing more piles up for a reader that may never come back), free
+            # what it holds and tell it to close; it reconnects and catches up from its last step.
+            with self._lock:
+                for key in (run_id, ALL_RUNS):
+                    self._subs.get(key, set()).discard(q)
             q._queue.clear()  # type: ignore[attr-defined]
             q.put_nowait(None)
-        else:
+        elif q.qsize() == 0 or q._queue[-1] is not None:  # type: ignore[attr-defined]
             q.put_nowait(msg)
 
     @asynccontextmanager

@@ -237,3 +237,28 @@ class Notification(Base):
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # a run's deliveries: WHERE run_id=? ORDER BY id (the listing across runs walks the primary key)
     __table_args__ = (Index("ix_notifications_run", "run_id", "id"),)
+
+
+class RunEvent(Base):
+    """Something done to a run while it trained: a heal (on_failure: heal) rolling it back and patching its config.
+
+    A heal is `pending` from the moment the server decides it (runs.control = 'heal') until the worker
+    reports where it resumed (`applied_at`, `rollback_step`)."""
+
+    __tablename__ = "run_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # heal
+    step: Mapped[int] = mapped_column(BigInteger)  # the run's step when it was decided (the alert's last step)
+    signature: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    alert_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    onset_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # roll back to a checkpoint before it
+    from_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # where the worker left the old branch
+    rollback_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # the checkpoint it resumed from
+    changes: Mapped[list] = mapped_column(JSON)  # [{"knob", "from", "to"}]
+    config: Mapped[dict] = mapped_column(JSON)  # the JobConfig diff applied (with remedy_of)
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # a run's events, its pending heal and its heal count: WHERE run_id=? [AND kind=?] ORDER BY id
+    __table_args__ = (Index("ix_run_events_run", "run_id", "id"),)

@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     token: str | None = Field(None, description="When set, state-changing calls need 'Authorization: Bearer <token>'.")
     host: str = Field("127.0.0.1", description="Address the server binds (loopback unless told otherwise).")
     port: int = Field(8000, description="Port the server listens on.")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Host names the server answers to (comma-separated; '*' = any). Unset: "
+                                          "127.0.0.1, localhost and ::1 when bound to loopback, any otherwise.")
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Other page origins (https://host[:port]) trusted to make state-changing "
+                                          "calls, e.g. the address a reverse proxy serves the dashboard at.")
     data_root: Path | None = Field(
         None, description="Root every dataset path is confined to; unset means $GANSCOPE_HOME/datasets.")
     max_request_mb: float = Field(32.0, description="Largest JSON request body accepted, in MiB (413 beyond).")
@@ -36,6 +42,9 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(1024, description="Largest batch_size a job may ask for.")
     max_image_size: int = Field(128, description="Largest image_size a job may ask for.")
     max_steps: int = Field(10_000_000, description="Most steps a job may ask for.")
+    keep_checkpoints: int = Field(
+        5, ge=0, description="Checkpoints kept per run: the newest K plus, per alert, the newest before its "
+                             "onset (where a rollback resumes); 0 keeps all.")
     stall_seconds: float = Field(60.0, description="A running job whose worker is silent this long is requeued.")
     sdk_stall_seconds: float = Field(
         3600.0, description="An SDK run with no data nor heartbeat this long is marked failed.")
@@ -66,7 +75,7 @@ class Settings(BaseSettings):
     notify_queue: int = Field(
         1000, ge=1, le=1_000_000, description="Deliveries waiting per sender lane; beyond, new ones are dropped.")
 
-    @field_validator("notify_urls", "notify_events", mode="before")
+    @field_validator("notify_urls", "notify_events", "allowed_hosts", "allowed_origins", mode="before")
     @classmethod
     def _lists(cls, v: object) -> object:
         return _split_list(v)

@@ -78,10 +78,13 @@ def test_grouped_form_shows_what_applies_and_every_error_at_once(server, browser
         page.click("#reset-btn")
         page.select_option("#f-dataset", "ring8")
         page.fill("#f-steps", "10")
+        # A list knob (webhook URLs) is typed one per comma or line and sent as a list.
+        page.fill("#f-notify", "http://127.0.0.1:9/a,\n slack+http://127.0.0.1:9/b")
         with page.expect_request(lambda r: r.url.endswith("/api/jobs") and r.method == "POST") as req:
             page.click("#launch-form button[type=submit]")
         body = json.loads(req.value.post_data)
         assert body["dataset"] == "ring8" and "toy_hidden" in body and "image_size" not in body and "ngf" not in body
+        assert body["notify"] == ["http://127.0.0.1:9/a", "slack+http://127.0.0.1:9/b"]
         page.wait_for_url(re.compile(r"/runs/\d+$"))
     rest = [p for p in log.problems() if "422" not in p and "Failed to load resource" not in p]
     assert not rest, rest

@@ -335,11 +335,16 @@ def test_up_runs_server_worker_and_demo_then_stops_both(home: Path) -> None:
         assert "demo job queued" in "\n".join(lines)
         assert httpx.get(url + "/").status_code == 200
         runs = httpx.get(url + "/api/runs").json()["runs"]
-        assert [(r["name"], r["dataset"]) for r in runs] == [("demo: shapes 32px", "shapes")]
-        assert runs[0]["key_config"]["image_size"] == 32
-        wait_for(lambda: httpx.get(url + "/api/workers").json()["workers"], timeout=60, what="the worker")
-        wait_for(lambda: httpx.get(url + "/api/runs").json()["runs"][0]["status"] == "running", timeout=120,
-                 what="the demo job to start")
+        by_name = {r["name"]: r for r in runs}
+        assert sorted(by_name) == ["demo: shapes 32px", "demo: shapes 32px, D overpowering"]
+        assert all(r["dataset"] == "shapes" and r["key_config"]["image_size"] == 32 for r in runs)
+        assert by_name["demo: shapes 32px, D overpowering"]["key_config"]["d_steps"] == 3
+        demo_pid = int(re.findall(r"demo worker pid (\d+)", "\n".join(lines))[0])
+        pids.append(demo_pid)
+        wait_for(lambda: len(httpx.get(url + "/api/workers").json()["workers"]) == 2, timeout=60,
+                 what="both workers")
+        wait_for(lambda: all(r["status"] == "running" for r in httpx.get(url + "/api/runs").json()["runs"]),
+                 timeout=120, what="both demo runs to start")
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         rest = proc.communicate(timeout=120)[0]
@@ -353,9 +358,10 @@ def test_up_runs_server_worker_and_demo_then_stops_both(home: Path) -> None:
     try:
         assert "demo job already there" in "\n".join(lines)
         runs = httpx.get(url + "/api/runs").json()["runs"]
-        assert len(runs) == 1 and runs[0]["status"] in ("queued", "running")
-        # The worker checkpointed as it handed the job back on Ctrl-C: the next one resumes from there.
-        assert httpx.get(f"{url}/api/runs/{runs[0]['id']}/checkpoints/latest").status_code == 200
+        assert len(runs) == 2 and all(r["status"] in ("queued", "running") for r in runs)
+        # The workers checkpointed as they handed the jobs back on Ctrl-C: the next ones resume from there.
+        for r in runs:
+            assert httpx.get(f"{url}/api/runs/{r['id']}/checkpoints/latest").status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=120)

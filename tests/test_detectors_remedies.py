@@ -86,7 +86,7 @@ def test_d_not_learning_never_proposes_the_rate_that_broke_it():
     assert r["config"]["lr_d"] == 2e-4
     fast_g = full({"lr_d": 1e-4, "lr_g": 3e-3})
     r = catalog.remedy_for("d_not_learning", fast_g, {"cause": "chance"})
-    assert r["config"]["lr_g"] == 1e-4  # G brought down to D's rate, D's left alone
+    assert r["config"]["lr_g"] == 1e-4 and r["config"]["lr_d"] == 2e-4  # G to D's rate, D on the faster scale
     balanced = full({})
     r = catalog.remedy_for("d_not_learning", balanced, {"cause": "chance"})
     assert r["config"]["lr_d"] > balanced["lr_d"]  # two time-scales: D faster than G
@@ -128,3 +128,62 @@ def test_catalog_sources_are_full_references_to_original_works():
     for s in catalog.catalog():
         text = " ".join([s["meaning"], s["rule"], s["remedy"]["text"], *(t["why"] for t in s["thresholds"])])
         assert "seed write-up" not in text and "GAN-NOTES" not in text
+
+
+def test_image_collapse_undoes_its_measured_causes_before_adding_d_machinery():
+    """shapes_collapse (no batch norm, G at half D's rate): minibatch discrimination and feature matching on
+    top made its small D win outright in bench/remedy.py; batch norm and G at D's rate fixed it. Then the
+    ladder goes on to the Salimans et al. tricks; a toy collapse starts with them."""
+    cfg = full({"dataset": "shapes", "image_size": 16, "batch_norm": False, "g_act": "leaky_relu", "nz": 1,
+                "lr_g": 1e-4})
+    r = catalog.remedy_for("mode_collapse", cfg)
+    assert r["config"] == {"batch_norm": True, "lr_g": cfg["lr_d"]} and r["level"] == 1
+    assert "measured" in r["text"] and "lr_g 0.0001 → 0.0002" in r["text"]
+    nxt = catalog.remedy_for("mode_collapse", {**cfg, **r["config"]})
+    assert nxt["level"] == 2 and nxt["config"]["minibatch_disc"] is True and "batch_norm" not in nxt["config"]
+    toy = catalog.remedy_for("mode_collapse", full({"dataset": "bimodal1d", "lr_g": 1e-4}))
+    assert toy["level"] == 2 and toy["config"]["minibatch_disc"] is True  # no cause in its config: rung 2
+    stuck = full({"dataset": "grid25", "lr_d": 2e-3, "lr_g": 1e-5, "d_steps": 3})  # grid25_g_stuck
+    r = catalog.remedy_for("mode_collapse", stuck)
+    assert r["level"] == 1 and r["config"] == {"d_steps": 1, "lr_g": 2e-4, "lr_d": 2e-4}
+
+
+def test_d_not_learning_against_a_g_taking_several_steps_resets_g_steps():
+    """bimodal_collapse_calm_d: 5 G steps per D step at lr_g 1e-3 — both G's pace knobs come back."""
+    cfg = full({"dataset": "bimodal1d", "g_steps": 5, "lr_g": 1e-3})
+    r = catalog.remedy_for("d_not_learning", cfg, {"cause": "chance"})
+    assert r["config"]["g_steps"] == 1 and r["config"]["lr_g"] == cfg["lr_d"]
+    only_steps = catalog.remedy_for("d_not_learning", full({"g_steps": 3}), {"cause": "chance"})
+    assert only_steps["config"] == {"g_steps": 1}
+
+
+def test_ema_decay_fits_the_run_length():
+    """An average that starts at G's init: 0.999 over 600 steps sampled from weights half the init (toy/quality
+    0 in bench/remedy.py where the last iterate had 0.48). The horizon is a tenth of the run, at most 1,000."""
+    short = catalog.remedy_for("quality_stalled", full({"dataset": "gauss1d", "toy_hidden": 64, "steps": 600}),
+                               {"verdict": "regressing", "losses": {}})
+    assert short["config"]["ema_g"] == round(1 - 1 / 60, 4) and "last ~60 of the run's 600 steps" in short["text"]
+    long = catalog.remedy_for("oscillation", full({"steps": 100_000, "lr_d": 1e-4, "lr_g": 1e-4, "r1_gamma": 10.0}))
+    assert long["level"] == 3 and long["config"]["ema_g"] == 0.999  # first two rungs in place: the EMA, capped
+
+
+def test_narrow_toy_mlps_get_width_before_anything_the_trend_suggests():
+    """gauss1d_spreading (16 units, regressing): an EMA and halved rates ended at quality 0.09; 64 units fit."""
+    cfg = full({"dataset": "gauss1d", "toy_hidden": 16, "batch_size": 32, "steps": 600})
+    r = catalog.remedy_for("quality_stalled", cfg, {"verdict": "regressing", "losses": {}})
+    assert r["level"] == 1 and r["config"] == {"toy_hidden": 64, "batch_size": 128}
+    nxt = catalog.remedy_for("quality_stalled", {**cfg, **r["config"]}, {"verdict": "regressing", "losses": {}})
+    assert "ema_g" in nxt["config"] and "toy_hidden" not in nxt["config"]
+
+
+def test_d_at_chance_against_a_collapsed_g_gets_batch_statistics():
+    """bimodal_collapse_calm_d's alert: D at chance, toy/modes bad (one of two modes), toy/quality good —
+    each sample looks real; fixing G's pace alone left it on one mode in bench/remedy.py."""
+    cfg = full({"dataset": "bimodal1d", "g_steps": 5, "lr_g": 1e-3})
+    ev = {"cause": "chance", "fit": {"state": "bad", "readings": {"toy/modes": {"level": 0.5, "state": "bad"},
+                                                                 "toy/quality": {"level": 0.67, "state": "good"}}}}
+    r = catalog.remedy_for("d_not_learning", cfg, ev)
+    assert r["config"]["g_steps"] == 1 and r["config"]["minibatch_disc"] is True and r["config"]["fm_weight"] == 1.0
+    spread = {**ev, "fit": {"state": "bad", "readings": {"toy/modes": {"level": 1.0, "state": "good"},
+                                                         "toy/quality": {"level": 0.1, "state": "bad"}}}}
+    assert "minibatch_disc" not in catalog.remedy_for("d_not_learning", cfg, spread)["config"]

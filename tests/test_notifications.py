@@ -277,7 +277,6 @@ def test_escalation_is_notified_once_committed(tmp_path: Path, receivers) -> Non
     from ganscope.server.store import alerts as alerts_store
     from ganscope.server.store import runs as runs_store
     from ganscope.server.store.migrate import migrate
-    from ganscope.trainer.config import JobConfig
 
     rx = receivers()
     settings = Settings(home=tmp_path, notify_urls=[rx.url("ok/server")], notify_backoff=0.1)

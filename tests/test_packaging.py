@@ -119,7 +119,7 @@ def test_wheel_installs_one_top_level_name_and_runs_from_it(tmp_path: Path) -> N
              "from fastapi.testclient import TestClient\n"
              "from ganscope.server.settings import Settings\n"
              "assert a.__file__.startswith(sys.argv[1]), a.__file__\n"
-             "with TestClient(a.create_app(Settings(home=sys.argv[2]))) as c:\n"
+             "with TestClient(a.create_app(Settings(home=sys.argv[2])), base_url='http://127.0.0.1') as c:\n"
              "    r = c.get('/'); assert r.status_code == 200 and 'ganscope' in r.text, r.status_code\n"
              "    assert c.get('/static/js/run.js').status_code == 200\n"
              "print('ok', callable(ganscope.init))\n")

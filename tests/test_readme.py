@@ -166,7 +166,7 @@ def test_readme_commands_on_a_fresh_clone(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{port}"
         assert f"ganscope is up: {url}" in out, "\n".join(out)
         pids = [int(p) for p in re.findall(r"pid (\d+)", "\n".join(out))]
-        assert len(pids) == 2
+        assert len(pids) == 3  # server, worker and the demo worker (the two demo runs train side by side)
         # The processes serving are the clone's, in the clone's data folder.
         for pid in pids:
             assert Path(f"/proc/{pid}/cwd").resolve() == clone.resolve()
@@ -174,7 +174,8 @@ def test_readme_commands_on_a_fresh_clone(tmp_path: Path) -> None:
         page = httpx.get(url + "/", timeout=10)
         assert page.status_code == 200 and "ganscope" in page.text.lower()
         runs = httpx.get(url + "/api/runs", timeout=10).json()["runs"]
-        assert [r["dataset"] for r in runs] == ["shapes"] and runs[0]["status"] in ("queued", "running")
+        assert [r["dataset"] for r in runs] == ["shapes", "shapes"]
+        assert all(r["status"] in ("queued", "running") for r in runs)
         assert runs[0]["name"] in page.text or httpx.get(f"{url}/runs/{runs[0]['id']}").status_code == 200
     finally:
         os.killpg(up.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group

@@ -224,3 +224,141 @@ def test_artifact_names_cannot_traverse(secured: ServerProc) -> None:
         r = httpx.get(secured.url + path)
         assert r.status_code in (400, 404, 422), f"{path}: {r.status_code}"
         assert secret not in r.text and "[build-system]" not in r.text
+
+
+# --- cross-site requests (server/security.py): safe with no token, the `make up` default ---------------
+
+def _runs(url: str) -> list[tuple[int, str]]:
+    body = httpx.get(url + "/api/runs").json()
+    body = body.get("runs", body) if isinstance(body, dict) else body
+    return sorted((r["id"], r["status"]) for r in body)
+
+
+def test_host_allow_list_defaults_to_loopback_names(server: ServerProc) -> None:
+    for host in (f"127.0.0.1:{server.port}", f"localhost:{server.port}", "localhost", f"[::1]:{server.port}"):
+        assert httpx.get(server.url + "/api/runs", headers={"Host": host}).status_code == 200, host
+    # DNS rebinding: a name the attacker controls now resolves to 127.0.0.1; reads and writes are refused.
+    for host in ("evil.example", f"evil.example:{server.port}", "127.0.0.1.evil.example"):
+        r = httpx.get(server.url + "/api/runs", headers={"Host": host})
+        assert r.status_code == 400 and "GANSCOPE_ALLOWED_HOSTS" in r.json()["detail"], (host, r.text)
+        r = httpx.post(server.url + "/api/jobs", json={"dataset": "ring8"}, headers={"Host": host})
+        assert r.status_code == 400, host
+    assert _runs(server.url) == []
+
+
+def test_allowed_hosts_setting(home: Path) -> None:
+    s = start_server(home, GANSCOPE_ALLOWED_HOSTS="ganscope.lan, 127.0.0.1")
+    try:
+        assert httpx.get(s.url + "/api/runs", headers={"Host": "ganscope.lan:8000"}).status_code == 200
+        assert httpx.get(s.url + "/api/runs").status_code == 200
+        assert httpx.get(s.url + "/api/runs", headers={"Host": "localhost"}).status_code == 400
+    finally:
+        s.stop()
+
+
+def test_cross_site_state_changes_are_refused(server: ServerProc) -> None:
+    url = server.url
+    with server.client() as c:
+        run_id = _job(c)
+    before = _runs(url)
+    evil = {"Origin": "http://evil.example"}
+    attempts = [
+        # What a cross-site <form> or no-cors fetch can send without a preflight: refused by type alone.
+        ("post", "/api/jobs", {"content": b'{"dataset": "ring8"}', "headers": {"Content-Type": "text/plain"}}, 415),
+        ("post", "/api/runs", {"content": b"name=x", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+         415),
+        ("post", "/api/jobs", {"files": {"f": ("a.json", b"{}")}}, 415),
+        # A bodiless cancel carries no content type: the browser's Origin / Sec-Fetch-Site give it away.
+        ("post", f"/api/runs/{run_id}/cancel", {"headers": evil}, 403),
+        ("post", f"/api/runs/{run_id}/cancel", {"headers": {"Origin": "null"}}, 403),
+        ("post", f"/api/runs/{run_id}/cancel", {"headers": {"Sec-Fetch-Site": "cross-site"}}, 403),
+        ("post", f"/api/runs/{run_id}/cancel", {"headers": {"Sec-Fetch-Site": "same-site"}}, 403),
+        ("post", f"/api/runs/{run_id}/cancel", {"headers": {"Origin": f"http://localhost:{server.port + 1}"}}, 403),
+        ("delete", f"/api/runs/{run_id}", {"headers": evil}, 403),
+        ("patch", f"/api/runs/{run_id}", {"json": {"name": "pwned"}, "headers": evil}, 403),
+        ("post", "/api/jobs", {"json": {"dataset": "ring8"}, "headers": evil}, 403),
+    ]
+    for method, path, kw, want in attempts:
+        r = httpx.request(method, url + path, **kw)
+        assert r.status_code == want, f"{method.upper()} {path} {kw}: {r.status_code} {r.text}"
+        assert "refused" in r.json()["detail"] or "Content-Type" in r.json()["detail"], r.text
+    assert _runs(url) == before
+    assert httpx.get(f"{url}/api/runs/{run_id}").json()["name"] == "sec"
+    # The dashboard's own calls: same origin (by either loopback name it was opened with), JSON.
+    own = {"Origin": url, "Sec-Fetch-Site": "same-origin"}
+    r = httpx.patch(f"{url}/api/runs/{run_id}", json={"note": "ok"}, headers=own)
+    assert r.status_code == 200, r.text
+    r = httpx.post(f"http://localhost:{server.port}/api/runs/{run_id}/cancel",
+                   headers={"Origin": f"http://localhost:{server.port}", "Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 200, r.text
+    # Reads stay open to anyone allowed by Host (cross-origin reads are the browser's CORS business).
+    assert httpx.get(f"{url}/api/runs/{run_id}", headers=evil).status_code == 200
+
+
+ATTACK_PAGE = """<!doctype html><html><body>
+<form id="f" method="POST" action="{target}/api/runs" target="sink"><input name="name" value="csrf"></form>
+<iframe name="sink"></iframe>
+<script>
+window.done = (async () => {{
+  const t = "{target}";
+  const out = [];
+  const tries = [
+    [t + "/api/jobs", {{method: "POST", mode: "no-cors", body: '{{"dataset": "ring8", "name": "csrf"}}'}}],
+    [t + "/api/jobs", {{method: "POST", mode: "no-cors", headers: {{"Content-Type": "text/plain"}},
+                       body: '{{"dataset": "ring8", "name": "csrf"}}'}}],
+    [t + "/api/runs/{run_id}/cancel", {{method: "POST", mode: "no-cors"}}],
+    [t + "/api/runs/{run_id}", {{method: "DELETE"}}],
+    [t + "/api/jobs", {{method: "POST", headers: {{"Content-Type": "application/json"}},
+                       body: '{{"dataset": "ring8", "name": "csrf"}}'}}],
+  ];
+  for (const [u, o] of tries) {{
+    try {{ const r = await fetch(u, o); out.push(r.type + " " + r.status); }} catch (e) {{ out.push("error"); }}
+  }}
+  document.getElementById("f").submit();
+  await new Promise((ok) => setTimeout(ok, 1000));
+  return out;
+}})();
+</script></body></html>"""
+
+
+@pytest.mark.browser
+def test_csrf_from_another_origin_in_chromium(server: ServerProc) -> None:
+    import http.server
+    import threading
+
+    from tests.browser import chromium_path, launch_browser
+
+    if chromium_path() is None:
+        pytest.skip("no chromium")
+    with server.client() as c:
+        run_id = _job(c)
+    before = _runs(server.url)
+    page_html = ATTACK_PAGE.format(target=server.url, run_id=run_id).encode()
+
+    class Attacker(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page_html)))
+            self.end_headers()
+            self.wfile.write(page_html)
+
+        def log_message(self, *args) -> None:  # noqa: ANN002 - quiet
+            pass
+
+    attacker = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Attacker)
+    threading.Thread(target=attacker.serve_forever, daemon=True).start()
+    try:
+        with launch_browser() as browser:
+            page = browser.new_page()
+            # Another site (localhost is a different site from 127.0.0.1) the user happens to visit.
+            page.goto(f"http://localhost:{attacker.server_address[1]}/")
+            results = page.evaluate("window.done")
+            page.wait_for_timeout(500)
+            page.close()
+    finally:
+        attacker.shutdown()
+    assert len(results) == 5
+    assert _runs(server.url) == before, "a cross-site page changed state"
+    run = httpx.get(f"{server.url}/api/runs/{run_id}").json()
+    assert run["status"] == "queued" and run["name"] == "sec"

@@ -13,7 +13,6 @@ from ganscope.server.db import Database
 from ganscope.server.schema import CHUNK_POINTS, MetricChunk, MetricLatest
 from ganscope.server.store import metrics, runs
 from ganscope.server.store.migrate import migrate
-from ganscope.trainer.config import JobConfig
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -70,8 +70,10 @@ def test_a_worker_reports_sys_metrics_to_its_run_and_itself(server: ServerProc, 
     worker = c.get("/api/workers").json()["workers"][0]
     assert set(worker["sys"]) == HOST_NAMES and worker["sys_at"]
     assert worker["device_info"][0]["kind"] == "cpu" and worker["gpus"] == 0
-    series = c.get(f"/api/workers/{worker['id']}/sys", params={"minutes": 60}).json()
-    assert set(series["metrics"]) == HOST_NAMES and len(series["times"]) >= 5
+    # The worker's series travels with its heartbeats, not with the run's metrics: wait for it separately.
+    series = wait_for(lambda: (x := c.get(f"/api/workers/{worker['id']}/sys", params={"minutes": 60}).json())
+                      and len(x["times"]) >= 5 and x, timeout=30, what="five samples in the worker's series")
+    assert set(series["metrics"]) == HOST_NAMES
     assert all(len(v) == len(series["times"]) for v in series["metrics"].values())
     assert run_id in series["run_ids"]
     # Idle, the worker still reports (with its claims): the record keeps moving.

@@ -117,10 +117,15 @@ _SHAPE_KNOBS = ("dataset", "image_size", "nz", "ngf", "ndf", "d_downsample", "ba
 _KNOB_LABEL = {"d_norm": "D's normalisation (loss wgan_gp uses layer norm where batch norm was)"}
 
 
+def shape_diff(a: JobConfig, b: JobConfig) -> list[str]:
+    """The knobs that keep a checkpoint written under `a` from being restored under `b`."""
+    return [k for k in _SHAPE_KNOBS if getattr(a, k) != getattr(b, k)]
+
+
 def restore(state: TrainState, ckpt: dict[str, Any]) -> None:
     """Put a loaded checkpoint into `state` in place (nets and optimizers already on their device)."""
     saved = config_of(ckpt)
-    diff = [k for k in _SHAPE_KNOBS if getattr(saved, k) != getattr(state.cfg, k)]
+    diff = shape_diff(saved, state.cfg)
     if diff:
         raise CheckpointError("checkpoint was written under different " + ", ".join(
             f"{_KNOB_LABEL.get(k, k)} ({getattr(saved, k)!r} vs {getattr(state.cfg, k)!r})" for k in diff))
@@ -134,6 +139,11 @@ def restore(state: TrainState, ckpt: dict[str, Any]) -> None:
             state.g_ema.reset_to(state.g)
     state.opt_g.load_state_dict(ckpt["opt_g"])
     state.opt_d.load_state_dict(ckpt["opt_d"])
+    # The config decides the hyperparameters (a healed run resumes under a patched lr); the moments come
+    # from the checkpoint. For a plain resume the two agree.
+    for opt, lr in ((state.opt_g, state.cfg.lr_g), (state.opt_d, state.cfg.lr_d)):
+        for group in opt.param_groups:
+            group["lr"], group["betas"] = lr, (state.cfg.beta1, state.cfg.beta2)
     rng = ckpt["rng"]
     torch.set_rng_state(rng["torch_cpu"])
     if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():

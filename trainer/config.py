@@ -155,6 +155,14 @@ class JobConfig(BaseModel):
     checkpoint_every: int = Field(500, ge=1, description="Steps between checkpoints (one is always written at the end).")
     toy_every: int = Field(100, ge=1, description="Steps between density/scatter snapshots on toy datasets.")
     probe_every: int = Field(1, ge=1, description="Steps between per-layer gradient/weight/update probes.")
+    eval_every: int = Field(
+        250, ge=0, le=10_000_000,
+        description="Image sets: steps between quality evaluations (quality/kid, fid, precision, recall, coverage; "
+                    "on shapes also recognisable and modes); 0 is off. Toy sets use toy_every.")
+    eval_samples: int = Field(
+        256, ge=16, le=50_000,
+        description="Generated and real images per quality evaluation (KID is unbiased at a few hundred; FID is "
+                    "biased this small and judged only as a trend).")
     flush_every: int = Field(50, ge=1, description="Steps between metric hand-overs from device to host.")
     flush_seconds: float = Field(2.0, gt=0, le=3600, description="Longest wait between metric hand-overs.")
 
@@ -170,8 +178,15 @@ class JobConfig(BaseModel):
                     "(DistributedDataParallel; effective batch batch_size x N).")
 
     # --- failure policy and queue -------------------------------------------
-    on_failure: Literal["warn", "stop"] = Field(
-        "warn", description="What a failing signature does: report only, or stop the run.")
+    on_failure: Literal["warn", "stop", "heal"] = Field(
+        "warn", description="What a failing signature does: report only, stop the run, or heal it (roll back to "
+                            "the last checkpoint before the symptom's onset, apply the remedy, continue).")
+    max_heals: int = Field(
+        2, ge=0, le=20, description="With on_failure heal: interventions before a further failing signature "
+                                    "stops the run as on_failure stop does.")
+    remedy_of: dict[str, Any] | None = Field(
+        None, json_schema_extra={"group": "policy"}, description="Set by a remedy (relaunch or heal): {signature, level} of the rung applied, so a "
+                          "repeat of that signature escalates the remedy ladder. Leave empty.")
     detectors: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="Per-signature threshold overrides: {signature_id: {threshold: value}}.")
     priority: int = Field(0, ge=-100, le=100, description="Queue priority: higher runs first.")
@@ -211,6 +226,18 @@ class JobConfig(BaseModel):
         if len(set(v)) != len(v):
             raise ValueError("notify lists the same URL twice")
         return v
+
+    @field_validator("remedy_of")
+    @classmethod
+    def _remedy_of_form(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        # The launch form sends {} for an empty object knob: that is "no remedy".
+        if not v:
+            return None
+        sig, level = v.get("signature"), v.get("level")
+        if set(v) - {"signature", "level"} or not isinstance(sig, str) or not (0 < len(sig) <= 64) \
+                or isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 100:
+            raise ValueError('remedy_of must be {"signature": "<signature id>", "level": 0-100} or empty')
+        return {"signature": sig, "level": level}
 
     @field_validator("data_root")
     @classmethod

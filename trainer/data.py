@@ -91,14 +91,33 @@ def resolve_data_dir(cfg: JobConfig, data_root: Path | None) -> Path:
     validator already rejects '..'), so a job cannot name an arbitrary path on the worker.
     """
     root = Path(data_root) if data_root is not None else default_data_root()
+    base = root.resolve()
     if not cfg.data_root:
-        return root
+        return base
     rel = cfg.data_root.replace("\\", "/").lstrip("/")
-    target = Path(os.path.normpath(root / rel))
-    base = Path(os.path.normpath(root))
-    if target != base and base not in target.parents:
-        raise DatasetError(f"data_root {cfg.data_root!r} leaves the dataset root {base}")
+    # resolve(): symlinks followed, so a link inside the root that points outside it is caught too.
+    target = (base / rel).resolve()
+    if not is_inside(target, base):
+        raise DatasetError(f"data_root {cfg.data_root!r} leaves the dataset root (a symlink points outside it?)")
     return target
+
+
+def is_inside(path: Path, root: Path) -> bool:
+    """Whether `path`, symlinks resolved, is `root` or below it (root already resolved)."""
+    real = Path(os.path.realpath(path))
+    return real == root or root in real.parents
+
+
+def public_message(text: str, *roots: Path | str | None) -> str:
+    """`text` with each root's absolute path (as given and resolved) shown as <data root>-style names:
+    error messages reach the dashboard's anonymous readers, who have no business with the worker's paths."""
+    for root, label in zip(roots, ("<data root>", "<worker dir>", "<home>")):
+        if not root:
+            continue
+        for form in sorted({str(Path(root).resolve()), os.path.abspath(root), str(root)}, key=len, reverse=True):
+            if len(form) > 1:
+                text = text.replace(form, label)
+    return text
 
 
 def build_data(cfg: JobConfig, data_root: Path | None = None) -> DataSource:

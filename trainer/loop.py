@@ -13,7 +13,10 @@ last D and last G update of that step:
   layer of both nets, and ``sample/diversity``;
 * every flush: ``lr/d``, ``lr/g``, ``perf/step_s`` (mean over the window, sampling and
   checkpointing excluded), ``perf/img_s`` (real images consumed per second);
-* toy sets, every `toy_every` steps: ``toy/modes``, ``toy/quality`` and a "toy" snapshot;
+* toy sets, every `toy_every` steps: ``toy/fit`` (all of them), ``toy/modes``, ``toy/quality`` (mixtures) and a
+  "toy" snapshot;
+* image sets, every `eval_every` steps: ``quality/*`` and ``perf/eval_s``
+  (trainer/quality/evaluate.py) with a "quality" snapshot naming the feature extractor;
 * once, at step 0: ``model/params_g``, ``model/params_d`` (parameter counts).
 
 Nothing reads a device value back per step: rows stay on the device until a flush
@@ -41,15 +44,19 @@ from ganscope.trainer.config import JobConfig
 from ganscope.trainer.data import DataSource, DatasetError, build_data
 from ganscope.trainer.device import amp_enabled, autocast, memory_format, resolve_device
 from ganscope.trainer.ema import EmaGenerator
+from ganscope.trainer.heal import keep_checkpoints
 from ganscope.trainer.losses import Objective, gradient_penalty, r1_penalty
 from ganscope.trainer.models import NamedNet, build_models, parameter_count, z_shape
+from ganscope.trainer.quality.evaluate import QualityEval
+from ganscope.trainer.quality.toyfit import toy_fit
 from ganscope.trainer.probes import LayerProbe, MetricBuffer, diversity
 from ganscope.trainer.samples import GRID_N, checkpoint_figures, generate, images_png, preserved_buffers
 from ganscope.trainer.sink import Sink
 from ganscope.trainer.toy import density_payload, mixture_for, mode_stats
 
-Status = Literal["succeeded", "cancelled", "stopped", "handback"]
-_CONTROL_STATUS: dict[str, Status] = {"cancel": "cancelled", "stop": "stopped", "handback": "handback"}
+Status = Literal["succeeded", "cancelled", "stopped", "handback", "heal"]
+# "heal": the caller rolls back and trains on with a patched config (trainer/heal.py)
+_CONTROL_STATUS: dict[str, Status] = {"cancel": "cancelled", "stop": "stopped", "handback": "handback", "heal": "heal"}
 CONTROL_POLL_S = 0.5
 KEEP_CHECKPOINTS = 3
 TOY_EVAL_N = 2500  # as VEEGAN and PacGAN score mixtures
@@ -132,6 +139,7 @@ class Trainer:
         self._last_flush = time.monotonic()
         self._last_poll = time.monotonic()
         self._last_ckpt_step = -1
+        self.quality = QualityEval(cfg, self.device) if self.probes and not cfg.is_toy and cfg.eval_every else None
         # Seams for one job on several processes (trainer/dist.py overrides them): processes in the
         # job, and whether this one draws samples and figures (the others' sink drops them anyway).
         self.world = 1
@@ -314,6 +322,8 @@ class Trainer:
             modes, quality = mode_stats(fake, self.mixture)
             self.buffer.record_host("toy/modes", st.step, float(modes))
             self.buffer.record_host("toy/quality", st.step, quality)
+        if self.probes:
+            self.buffer.record_host("toy/fit", st.step, toy_fit(real, fake))
         d = st.d
 
         def d_prob(x: torch.Tensor) -> torch.Tensor:
@@ -338,17 +348,18 @@ class Trainer:
         if not self.cfg.is_toy and self.draws:
             for kind, png in checkpoint_figures(self.eval_generator(), self.cfg, self.device).items():
                 self.sink.on_sample(st.step, kind, png)
-        ckpt_io.prune(self.workdir, KEEP_CHECKPOINTS)
+        ckpt_io.prune(self.workdir, keep_checkpoints(self.cfg, KEEP_CHECKPOINTS))
 
     def poll(self) -> str | None:
         self._last_poll = time.monotonic()
         action = self.sink.control()
         if action is not None and action not in _CONTROL_STATUS:
-            raise ValueError(f"sink.control() answered {action!r}; expected None, 'cancel', 'stop' or 'handback'")
+            raise ValueError(f"sink.control() answered {action!r}; expected None, 'cancel', 'stop', 'handback' or 'heal'")
         return action
 
     def _stop(self, action: str) -> TrainResult:
-        self.write_checkpoint()
+        if action != "heal":  # a heal abandons this state: no checkpoint of it may become the resume point
+            self.write_checkpoint()
         self.flush()
         return TrainResult(status=_CONTROL_STATUS[action], step=self.state.step, reason=f"control: {action}")
 
@@ -415,6 +426,8 @@ class Trainer:
                 self.toy_report()
         elif force or step % self.cfg.sample_every == 0:
             self.sample_grid()
+        if self.quality is not None:
+            self.quality.maybe_report(self)
 
 
 def train(cfg: JobConfig, sink: Sink, workdir: Path, resume: Path | None = None, data_root: Path | None = None,

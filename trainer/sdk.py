@@ -234,6 +234,19 @@ class Run:
 
         self._device_log().modes(fake, mixture(centers, sigma, self.declared.get("dataset")), step)
 
+    def log_quality(self, fake: Any, real: Any, step: int | None = None, *,
+                    value_range: tuple[float, float] = (-1.0, 1.0)) -> dict[str, float]:
+        """Ground truth from a batch of G's samples and one of real ones (a few hundred each): images give
+        quality/kid, fid, precision, recall, coverage (and, for the declared dataset `shapes`, recognisable and
+        modes) with the trainer's extractor choice; 1-D/2-D points give toy/fit. Returns the values logged.
+        A forward pass of both batches through a feature net: call it every few hundred steps."""
+        from ganscope.trainer.quality.evaluate import measure_batches
+
+        dataset = self.declared.get("dataset") or self.user_config.get("dataset")  # as the server reads config
+        values = measure_batches(fake, real, value_range=value_range, dataset=dataset)
+        self.log(values, step)
+        return values
+
     def log_images(self, step: int, images: Any, *, value_range: tuple[float, float] = (-1.0, 1.0),
                    nrow: int | None = None, kind: str = "grid") -> None:
         """A grid PNG of a batch of images (N, C, H, W) in `value_range`, or a scatter of 2-D / 1-D points."""

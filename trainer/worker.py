@@ -5,7 +5,8 @@
 
 States (one stdout line each): idle -> claimed run N -> training -> finishing -> idle. A
 heartbeat thread reports the step every --heartbeat seconds; its answer (and each ingest
-answer) can say cancel / stop (the loop checkpoints and returns) or release (the server gave
+answer) can say cancel / stop (the loop checkpoints and returns), heal (trainer/heal.py: roll back,
+patch the config, train on) or release (the server gave
 the job to someone else: abandon it without reporting). SIGTERM asks the loop to hand the
 job back: it checkpoints, the checkpoint and every point are flushed, and `finish` with
 status "handback" makes the server requeue the job for the next worker, which resumes from
@@ -33,8 +34,9 @@ import socket
 import sys
 import threading
 import traceback
+from types import SimpleNamespace
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ from ganscope.trainer.advertise import describe_devices, gpu_uuid, resolve_gpus
 from ganscope import __version__
 from ganscope.trainer.client import Client, ServerUnavailable, SpoolBusy
 from ganscope.trainer.config import MAX_GPUS, JobConfig
+from ganscope.trainer import heal
 from ganscope.trainer.device import DeviceError
 from ganscope.trainer.relay import launch, procs_for, visible_devices
 from ganscope.trainer.sysmetrics import GpuRef, SysMetricsThread, SystemSampler
@@ -59,10 +62,13 @@ class JobState:
     reason: str | None = None
     finished: bool = False  # the final status reached the server: later answers concern a closed run
     finish_seq: int | None = None  # spool entry of the final status, once written
+    healed: set[int] = field(default_factory=set)  # heal events applied: a late answer naming one is stale
 
     def told(self, action: str | None, reason: str | None) -> None:
         if not action or action == "continue" or self.action == "release" or self.finished:
             return
+        if action == "heal" and (self.action in ("cancel", "stop") or heal.event_of(reason) in self.healed):
+            return  # a stop outranks a heal; a heal already applied is not applied twice
         if action != self.action:
             log.info("run %d: server says %s%s", self.run_id, action, f" ({reason})" if reason else "")
         self.action, self.reason = action, reason
@@ -104,7 +110,7 @@ class WorkerSink:
             return "cancel"  # stop at once; the worker then drops the run without finishing it
         if self.worker.terminating.is_set():
             return "handback"
-        if self.state.action in ("cancel", "stop"):
+        if self.state.action in ("cancel", "stop", "heal"):
             return self.state.action
         return None
 
@@ -219,6 +225,7 @@ class Worker:
         rundir.mkdir(parents=True, exist_ok=True)
         status, step, error = "failed", 0, None
         self._current = state
+        from ganscope.trainer.data import default_data_root, public_message  # torch: loaded to train anyway
         try:
             cfg = JobConfig.model_validate(job["config"])
             if cfg.device != "cpu":  # the operator pins workers to devices; a job asking cpu gets cpu
@@ -228,16 +235,28 @@ class Worker:
             procs = procs_for(cfg.device, self.gpu_indices, self.opts.procs_per_job, cfg.gpus)
             log.info("run %d: training on %s%s", run_id, cfg.device, f" x {procs} processes (torchrun)" * (procs > 1))
             sink = WorkerSink(self.client, state, self)
+            train = self._train
             if procs > 1:   # one job on several processes: torchrun launches them, rank 0 reports here
                 cuda = visible_devices(self.gpu_indices[:procs]) if cfg.device.startswith("cuda") else None
-                status, step, error = launch(cfg, sink, rundir, procs, resume_path, kw.get("data_root"), cuda)
-            else:
-                result = self._train(cfg, sink, rundir, resume=resume_path, **kw)
-                status, step, error = result.status, int(result.step), result.reason
+
+                def train(cfg: JobConfig, sink: Any, workdir: Path, resume: Path | None = None,
+                          data_root: Path | None = None) -> SimpleNamespace:
+                    status, step, reason = launch(cfg, sink, workdir, procs, resume, data_root, cuda)
+                    return SimpleNamespace(status=status, step=step, reason=reason)
+            result = train(cfg, sink, rundir, resume=resume_path, **kw)
+            if result.status == "heal":  # on_failure: heal — roll back, patch, train on in this job
+                result = heal.train_on(train, self.client, state, self.worker_id, rundir, cfg, sink,
+                                       result, self.device, self.opts.drain_timeout, **kw)
+            status, step, error = result.status, int(result.step), result.reason
             error = error if status == "failed" else None
+            if error:
+                error = public_message(error, self.opts.data_root or default_data_root(), self.workdir,
+                                       os.environ.get("GANSCOPE_HOME"))
         except BaseException as exc:  # noqa: BLE001 - reported as the run's failure, then re-raised if fatal
             status, step = "failed", state.step
-            error = traceback.format_exception_only(type(exc), exc)[-1].strip()
+            error = public_message(traceback.format_exception_only(type(exc), exc)[-1].strip(),
+                                   self.opts.data_root or default_data_root(), self.workdir,
+                                   os.environ.get("GANSCOPE_HOME"))
             log.error("run %d: failed: %s\n%s", run_id, error, traceback.format_exc())
             if not isinstance(exc, Exception):
                 raise

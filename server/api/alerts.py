@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import and_, or_, select
 
 from ganscope.server.api.common import unprocessable
-from ganscope.server.deps import DB
+from ganscope.server.deps import DB, MAX_ID, RunId
 from ganscope.server.detectors.catalog import catalog
 from ganscope.server.schema import Alert, Run
 from ganscope.server.store import alerts as alerts_store
@@ -26,7 +26,7 @@ def signatures() -> dict[str, Any]:
 
 
 @router.get("/api/runs/{run_id}/alerts", responses={404: {"description": "unknown run"}})
-def run_alerts(run_id: int, db: DB,
+def run_alerts(run_id: RunId, db: DB,
                status: Literal["open", "closed"] | None = Query(None, description="only open or closed alerts")
                ) -> dict[str, Any]:
     """A run's alerts, oldest first: signature, severity, status, first and last step, message,
@@ -42,18 +42,18 @@ def _parse_since(since: str | None) -> tuple[str, datetime | None, int]:
     if since is None or since.strip() == "":
         return "id", None, 0
     text = since.strip()
-    if text.isdigit():
-        return "id", None, int(text)
+    if text.isascii() and text.isdigit():  # str.isdigit alone takes "²", which int() refuses
+        return "id", None, min(int(text), MAX_ID)  # no alert id is larger; PostgreSQL would refuse the number
     stamp, _, after = text.partition("~")  # a time-mode cursor: <ISO time>~<alert id>
     try:
         t = datetime.fromisoformat(stamp.replace(" ", "T"))
     except ValueError:
         t = None
-    if t is None or (after and not after.isdigit()):
+    if t is None or (after and not (after.isascii() and after.isdigit())):
         raise unprocessable([(["query", "since"], f"since must be an alert id, an ISO 8601 time (e.g. "
                                                   f"2025-01-31T08:00:00Z) or a `next` cursor, got {since!r}")])
     t = t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
-    return "time", t, int(after or 0)
+    return "time", t, min(int(after or 0), MAX_ID)
 
 
 @router.get("/api/alerts")

@@ -25,15 +25,16 @@ from ganscope.server.api.common import (
     json_response,
     json_limit, not_found, parse_json, read_body, storage_errors, unprocessable, upload_limit,
 )
+from ganscope.server.api.wire import bad_metric_values
 from ganscope.server.auth import Authorized
 from ganscope.server.db import Database
 from ganscope.server.deps import DB, MAX_INT64, BrokerDep, SettingsDep, RunId, StepParam
 from ganscope.server.downsample import to_json
 from ganscope.server.live import Broker
-from ganscope.server.store import artifacts, queue as queue_store
+from ganscope.server.store import artifacts, queue as queue_store, retention
 from ganscope.server.store import clock as clock_store
 from ganscope.server.store import metrics as metrics_store
-from ganscope.server.store.runs import get_run
+from ganscope.server.store.runs import FINAL, get_run
 from ganscope.server.store.util import utcnow
 
 log = logging.getLogger("ganscope.ingest")
@@ -81,8 +82,15 @@ def parse_series(data: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             errors.append((loc + ["steps"], "steps must be >= 0 and fit in 64 bits"))
             continue
         try:
-            # null -> NaN; "nan", "inf", "-inf" parse as themselves.
-            v = np.array(values, dtype=np.float64)
+            # null -> NaN; "nan", "inf", "-inf" parse as themselves. Anything not all-numeric (nulls, the
+            # contract's strings) is checked one by one: numpy alone would take "1.5" and true as numbers.
+            v = np.array(values)
+            if v.dtype.kind in "iuf":
+                v = v.astype(np.float64, copy=False)
+            elif bad_metric_values(values):
+                raise ValueError
+            else:
+                v = np.array(values, dtype=np.float64)
         except (TypeError, ValueError):
             errors.append((loc + ["values"], "values must be numbers, null or \"nan\"/\"inf\"/\"-inf\""))
             continue
@@ -93,6 +101,21 @@ def parse_series(data: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if errors:
         raise unprocessable(errors)
     return out
+
+
+def refuse_if_finished(run: Any) -> None:
+    """409 for data sent to a run that has finished: nothing may change a finished run's record.
+
+    Workers and the SDK send a run's `finish` only after every earlier entry of their spool, so this
+    refuses only data that really came late. An SDK run failed for its silence still takes data: its
+    script was paused, not killed (a heartbeat or finish from it puts the run back).
+    """
+    if run.status in FINAL and not (run.kind == "sdk" and run.status == "failed" and _silent(run.error)):
+        raise HTTPException(409, f"run {run.id} is already {run.status}: a finished run takes no more data")
+
+
+def _silent(error: str | None) -> bool:
+    return bool(error) and (error == queue_store.SDK_SILENT or error.startswith("no data nor heartbeat"))
 
 
 def _answer_action(run: Any) -> queue_store.Action:
@@ -107,6 +130,7 @@ def ingest_metrics(db: Database, broker: Broker, detectors_on: bool, run_id: int
         run = get_run(s, run_id, lock=True)  # PostgreSQL: batches of one run write one at a time
         if run is None:
             raise not_found(run_id)
+        refuse_if_finished(run)
         result = metrics_store.append(s, run_id, series)
         top = result.max_step
         clock_store.note(s, run_id, top)  # when these steps arrived: charts' wall-time axis
@@ -168,8 +192,10 @@ async def post_sample(run_id: RunId, request: Request, _: Authorized, db: DB, br
 
     def save() -> str:
         with storage_errors("saving a sample"), db.write() as s:
-            if get_run(s, run_id) is None:
+            run = get_run(s, run_id)
+            if run is None:
                 raise not_found(run_id)
+            refuse_if_finished(run)
             return artifacts.save_sample(s, settings.artifacts_dir, run_id, step, kind, png)
 
     url = await run_in_threadpool(save)
@@ -196,8 +222,10 @@ async def post_snapshot(run_id: RunId, request: Request, _: Authorized, db: DB, 
 
     def save() -> None:
         with storage_errors("saving a snapshot"), db.write() as s:
-            if get_run(s, run_id) is None:
+            run = get_run(s, run_id)
+            if run is None:
                 raise not_found(run_id)
+            refuse_if_finished(run)
             artifacts.save_snapshot(s, run_id, step, kind, payload)
 
     await run_in_threadpool(save)
@@ -248,6 +276,8 @@ async def put_checkpoint(run_id: RunId, step: StepParam, request: Request, _: Au
                     raise not_found(run_id)
                 os.replace(tmp, final)
                 artifacts.record_checkpoint(s, run, step, size)
+                doomed = retention.checkpoints_to_drop(s, settings.artifacts_dir, run_id, settings.keep_checkpoints)
+            retention.unlink_all(doomed)  # after the commit: never a row without its file
 
         await run_in_threadpool(record)
     finally:

@@ -16,6 +16,7 @@ from ganscope.server.api.common import (
 from ganscope.server.auth import Authorized
 from ganscope.server.deps import DB, BrokerDep, SettingsDep
 from ganscope.server.store import runs as runs_store
+from ganscope.server.api.wire import bool_ints
 from ganscope.trainer.config import JobConfig
 
 router = APIRouter(tags=["jobs"])
@@ -38,6 +39,9 @@ def validate_config(data: Any, limits: Any, *, partial_ok: bool = False) -> JobC
     """JobConfig from a JSON object, or a 422 naming every bad field (schema, limits, detector overrides)."""
     if not isinstance(data, dict):
         raise unprocessable([(["body"], f"a job config must be a JSON object, got {type(data).__name__}")])
+    strict = bool_ints(JobConfig, data)  # `"steps": true` is a client bug, not 1 step
+    if strict:
+        raise unprocessable(strict)
     try:
         cfg = JobConfig.model_validate(data)
     except ValidationError as exc:

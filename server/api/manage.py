@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func, select
 
+from ganscope.server.api.wire import WireInt
 from ganscope.server.api.common import (
     http_errors, json_limit, json_response, not_found, parse_json, publish_status, read_body, storage_errors,
     unprocessable,
@@ -45,7 +46,7 @@ class RunChanges(BaseModel):
                                    description="The run's tags (replaces them all).")
     note: str | None = Field(None, max_length=10_000, description="Free-text annotation.")
     archived: bool | None = Field(None, description="Archived runs are left out of the runs list by default.")
-    priority: int | None = Field(None, ge=-100, le=100, description="Queue priority of a queued job: higher first.")
+    priority: WireInt | None = Field(None, ge=-100, le=100, description="Queue priority of a queued job: higher first.")
 
 
 _CHANGES_BODY = {"requestBody": {"required": True, "content": {"application/json": {

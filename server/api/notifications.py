@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from ganscope.server import notify
 from ganscope.server.api.common import not_found
 from ganscope.server.auth import Authorized
-from ganscope.server.deps import DB, MAX_INT64, RunId
+from ganscope.server.deps import DB, MAX_ID, RunId
 from ganscope.server.notify import render
 from ganscope.server.notify.events import EVENTS, TEST_EVENT
 from ganscope.server.store import notifications as store
@@ -18,7 +18,7 @@ from ganscope.server.store import runs as runs_store
 
 router = APIRouter(tags=["notifications"])
 Limit = Annotated[int, Query(ge=1, le=500, description="deliveries per page")]
-Before = Annotated[int | None, Query(ge=1, le=MAX_INT64, description="only deliveries with a smaller id (the "
+Before = Annotated[int | None, Query(ge=1, le=MAX_ID, description="only deliveries with a smaller id (the "
                                                                           "previous page's next_before)")]
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
+from ganscope.server.api.wire import WireInt
 from ganscope.server.api.common import (
     json_response,
     http_errors, json_limit, not_found, parse_json, publish_status, read_body, storage_errors, unprocessable,
@@ -32,7 +33,7 @@ _KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 class SdkHeartbeat(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    step: int | None = Field(None, ge=0, le=MAX_INT64, description="The script's latest step.")
+    step: WireInt | None = Field(None, ge=0, le=MAX_INT64, description="The script's latest step.")
 
 
 @router.get("/api/runs")
@@ -175,7 +176,7 @@ def get_metrics(run_id: RunId, db: DB,
                 names: Annotated[str | None, Query(description="comma-separated; 'grad/d/*' is a prefix; "
                                                              "omitted: every metric")] = None,
                 max_points: Annotated[int, Query(ge=1, le=MAX_POINTS_CAP)] = 2000,
-                since_step: Annotated[int | None, Query(ge=-1, le=MAX_INT64, description="only points after this step")] = None,
+                since_step: Annotated[int | None, Query(ge=-1, le=MAX_INT64 - 1, description="only points after this step")] = None,
                 start: Annotated[int | None, Query(ge=0, le=MAX_INT64, description="first step of a range (inclusive)")] = None,
                 end: Annotated[int | None, Query(ge=0, le=MAX_INT64, description="last step of a range (inclusive)")] = None) -> Response:
     """{"metrics": {name: {"steps", "values"}}}, each at most max_points long; per bucket the first, min, max

@@ -15,6 +15,7 @@ within a second.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import threading
@@ -31,6 +32,7 @@ from ganscope.server.live import ALL_RUNS
 from ganscope.server.schema import Run
 
 router = APIRouter(tags=["stream"])
+log = logging.getLogger("ganscope.stream")
 
 RETRY_MS = 1000
 # Runs list: at most one `progress` event per run per this many seconds (metrics arrive far more often).
@@ -175,13 +177,46 @@ async def _drain(queue: asyncio.Queue, request: Request, first: str, frame, tick
             yield out
 
 
+def send_timeout_seconds() -> float:
+    # How long one frame may wait for a client that does not read before the stream is dropped.
+    try:
+        return max(0.1, float(os.environ.get("GANSCOPE_SSE_SEND_TIMEOUT_S", "30")))
+    except ValueError:
+        return 30.0
+
+
+class _SlowClient(Exception):
+    pass
+
+
+class EventStreamResponse(StreamingResponse):
+    """A stream whose client stops reading is dropped after send_timeout_seconds(): otherwise its frames
+    wait in the server (the broker's queue, then the socket) for as long as the connection stays open."""
+
+    async def stream_response(self, send) -> None:  # noqa: ANN001 - starlette's Send
+        limit = send_timeout_seconds()
+
+        async def timed(message) -> None:  # noqa: ANN001
+            try:
+                await asyncio.wait_for(send(message), limit)
+            except asyncio.TimeoutError:
+                raise _SlowClient from None
+
+        try:
+            await super().stream_response(timed)
+        except _SlowClient:
+            log.warning("event stream dropped: the client read nothing for %.0f s (it reconnects with "
+                        "Last-Event-ID and catches up from the store)", limit)
+            await self.body_iterator.aclose()  # ends the broker subscription now, not at garbage collection
+
+
 def _sse(gen: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(gen, media_type="text/event-stream", headers=HEADERS)
+    return EventStreamResponse(gen, media_type="text/event-stream", headers=HEADERS)
 
 
 @router.get("/api/runs/{run_id}/stream", summary="Live events of one run (server-sent events)")
 async def run_stream(run_id: int, request: Request, broker: BrokerDep, db: DB) -> StreamingResponse:
-    """Events: `ready`, `metrics` (id = highest step), `alert`, `status`, `sample`, `snapshot`."""
+    """Events: `ready`, `metrics` (id = highest step), `alert`, `status`, `sample`, `snapshot`, `event` (a heal)."""
     def exists() -> bool:
         with db.read() as s:
             return s.get(Run, run_id) is not None

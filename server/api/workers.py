@@ -10,6 +10,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
+from ganscope.server.api.wire import WireInt
 from ganscope.server import notify
 from ganscope.server.api.common import http_errors, publish_status, storage_errors
 from ganscope.server.auth import Authorized
@@ -56,8 +57,8 @@ class ClaimBody(BaseModel):
 class HeartbeatBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     worker_id: WorkerId
-    run_id: int | None = Field(None, ge=1, le=MAX_INT64)
-    step: int | None = Field(None, ge=0, le=MAX_INT64)
+    run_id: WireInt | None = Field(None, ge=1, le=2**31 - 1)
+    step: WireInt | None = Field(None, ge=0, le=MAX_INT64)
     sys: SysSample = None
 
 
@@ -65,7 +66,7 @@ class FinishBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
     worker_id: WorkerId | None = None
     status: Literal["succeeded", "failed", "cancelled", "stopped", "handback"]
-    step: int | None = Field(None, ge=0, le=MAX_INT64)
+    step: WireInt | None = Field(None, ge=0, le=MAX_INT64)
     error: str | None = Field(None, max_length=100_000)
 
 

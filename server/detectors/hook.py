@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from ganscope.server import notify
 from ganscope.server.db import Database
+from ganscope.server.detectors import heal
 from ganscope.server.detectors.engine import (
     EARLY_STEPS, KEEP_STEPS, SPARSE, SPARSE_POINTS, AlertState, Change, Engine, RunDetector,
 )
@@ -127,6 +128,10 @@ def forget(db: Database, run_id: int) -> None:
     the config once, when the state is built."""
     eng = _ENGINES.get(db)
     if eng is not None:
+        det = eng.get(run_id)
+        if det is not None:
+            with det.lock:  # waits for a judgement in progress; queued batches are in the store for the rebuild
+                det.queue = []
         eng.drop(run_id)
 
 
@@ -135,7 +140,7 @@ def process_ingest(db: Database, broker: Broker, run_id: int,
     """Queue a committed batch for the run's detectors and judge it when due; persist and publish changes.
 
     `nonfinite`: how many of the points are NaN/Inf, when the caller knows (the store counts them).
-    Returns True when it set the run's control (on_failure: stop), so the caller re-reads the run for
+    Returns True when it set the run's control (on_failure: stop or heal), so the caller re-reads the run for
     its answer only then — in the common case this costs no database access at all.
     """
     if not series:
@@ -199,14 +204,12 @@ def _persist(db: Database, broker: Broker, run_id: int, det: RunDetector, change
         if run.health != health:
             run.health = health
             status_changed = True
-        policy = (run.config or {}).get("on_failure", "warn")
         failing = [ch.alert for ch in changes
                    if (ch.kind == "open" or ch.escalated) and ch.alert.severity == "failing"]
-        if policy == "stop" and failing and run.control is None and run.status in ("queued", "running"):
-            a = failing[0]
-            run.control = "stop"
-            run.stop_reason = f"{a.signature} at step {a.last_step}: {a.message}"[:2000]
+        acted = heal.apply_policy(s, run, failing) if failing else None  # on_failure: stop or heal
+        if acted is not None:
             status_changed = stopped = True
+        pending = heal.pending_event(s, run_id) if acted == "heal" else None
         payloads = [{**alerts_store.to_dict(r), "run_id": run_id}
                     for r in (s.get(Alert, ch.alert.id) for ch in changes) if r is not None]
         summary = None
@@ -219,4 +222,6 @@ def _persist(db: Database, broker: Broker, run_id: int, det: RunDetector, change
         broker.publish(run_id, "alert", p)
     if summary is not None:
         broker.publish(run_id, "status", summary)
+    if pending is not None:
+        broker.publish(run_id, "event", pending)  # listed as pending until the worker applies it
     return stopped

@@ -166,7 +166,7 @@ def tailor(sig_id: str, config: dict[str, Any] | None, evidence: dict[str, Any] 
                                           for ch in _unique(beyond)]}
     level, concrete, advice, diff = chosen
     advice = _unique(beyond + advice)
-    if diff and "remedy_of" in FIELDS:
+    if diff and "remedy_of" in FIELDS and kind == "job":  # SDK runs cannot declare remedy_of
         diff["remedy_of"] = {"signature": sig_id, "level": level + 1}
     parts = []
     if level > 0:

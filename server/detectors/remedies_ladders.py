@@ -149,13 +149,41 @@ def _oscillation(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[lis
                 "lower both learning rates five-fold", only_without="r1_gamma"),
               C("lr_g", min(lr_d, lr_g) / 5, "without R1 in this trainer: far smaller steps", "r1",
                 "lower both learning rates five-fold", only_without="r1_gamma")]
-    third = [C("ema_g", 0.999, "an average of G's oscillating iterates sits nearer the equilibrium than any one",
+    decay, over = _ema_decay(cfg, kind)
+    third = [C("ema_g", decay, f"an average of G's oscillating iterates ({over}) sits nearer the equilibrium "
+               "than any one",
                "ema", "keep an exponential moving average of G's weights (decay 0.999) and sample from it")]
     return [first, second, third]
 
 
+def _collapse_causes(cfg: dict[str, Any], kind: str, lr_d: float, lr_g: float) -> list[Change]:
+    """What in the config drove G onto one mode, undone first: minibatch discrimination and feature matching
+    on top of a D already far ahead made D win outright in bench/remedy.py (grid25_g_stuck, shapes_collapse).
+
+    The image collapse measured here (tests/scenarios.py's shapes_collapse): G without batch norm, slower
+    than D, contracts to one image once D pulls ahead. A toy G starved by D's config (grid25_g_stuck: lr_d
+    200× lr_g, 3 D steps) never leaves the mode it starts on."""
+    out: list[Change] = []
+    d_steps = _f(cfg, "d_steps", kind, 1)
+    if d_steps > 1:
+        out.append(C("d_steps", 1, f"{d_steps:g} D steps per G step keep D so far ahead that G cannot leave the "
+                     "mode it found", "ganhacks", "train D once per G step"))
+    if not _is_image(cfg):
+        return out + (_rates_for_d_ahead(lr_d, lr_g) if lr_g * 4 <= lr_d else [])
+    bn = current(cfg, "batch_norm", kind)
+    if bn is not MISSING and not bn:
+        out.append(C("batch_norm", True, "without batch norm a G that D pulled ahead of contracted to one image "
+                     "here; with it G's output keeps depending on z", "measured", "use batch norm in G"))
+    if lr_g < lr_d:
+        out.append(C("lr_g", lr_d, f"G at {lr_g / lr_d:.2g}× D's rate fell behind and contracted to what fooled "
+                     "D; G at D's rate kept its spread here (0.93 of the data's against 0.005)", "measured",
+                     "give G the same learning rate as D"))
+    return out
+
+
 def _mode_collapse(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[list[Change]]:
     lr_d, lr_g = _f(cfg, "lr_d", kind, DCGAN_LR), _f(cfg, "lr_g", kind, DCGAN_LR)
+    causes = _collapse_causes(cfg, kind, lr_d, lr_g)
     first = [C("minibatch_disc", True, "D sees statistics across the batch, so a batch of near-identical fakes "
                "gives itself away", "salimans", "add a minibatch discrimination layer to D")]
     if _f(cfg, "fm_weight", kind, 0.0) == 0:
@@ -169,16 +197,14 @@ def _mode_collapse(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[l
     if lr_g > lr_d:
         first.append(C("lr_g", lr_d, "G learned faster than D could follow", "ttur", "make G's rate no higher "
                        "than D's"))
-    if _is_image(cfg):
-        first.append(C("batch_norm", True, "without batch norm a G that D pulled ahead of contracted to one "
-                       "image here", "measured", "use batch norm in G"))
     second = [C("spectral_norm", "d", "a spectrally normalised D gives G gradients that spread its samples",
                 "sngan", "add spectral normalisation to D"),
               C("lr_d", min(2 * lr_d, 4e-4), "a faster D punishes the modes G piles onto", "ttur",
                 "give D a faster learning rate than G", only_without="spectral_norm")]
     third = [C("lr_d", min(4 * lr_g, 4e-4), "two time-scales: D at up to four times G's rate", "ttur",
                "give D a learning rate up to four times G's")]
-    return [first, second, third]
+    # the causes rung stays when empty (in place), so a relaunch's rung numbers stay those of its parent
+    return [causes, first, second, third]
 
 
 def _d_not_learning(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[list[Change]]:
@@ -200,12 +226,33 @@ def _d_not_learning(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[
                        "lower D's learning rate to 2e-4"))
         if lr_g > 1e-3:
             first.append(C("lr_g", DCGAN_LR, f"G's {lr_g:g} is as far off", "dcgan", "lower G's learning rate to 2e-4"))
-    elif lr_g > lr_d:
-        first.append(C("lr_g", lr_d, f"G ran {lr_g / lr_d:.3g}× faster than D, which never caught up", "ttur",
-                       "make G's learning rate no higher than D's"))
+    elif lr_g > lr_d or _f(cfg, "g_steps", kind, 1) > 1:
+        g_steps = _f(cfg, "g_steps", kind, 1)
+        if g_steps > 1:
+            first.append(C("g_steps", 1, f"{g_steps:g} G steps per D step: G moves on before D has learned "
+                           "what separates its samples", "ganhacks", "train G once per D step"))
+        if lr_g > lr_d:
+            first.append(C("lr_g", lr_d, f"G ran {lr_g / lr_d:.3g}× faster than D, which never caught up", "ttur",
+                           "make G's learning rate no higher than D's"))
+            if lr_d < DCGAN_LR:  # G at D's slow rate alone left D at chance here (ring8_d_at_chance)
+                first.append(C("lr_d", min(2 * lr_d, 4e-4), "and D on the faster time-scale, twice G's new rate",
+                               "ttur", "give D a faster learning rate than G (two time-scales)"))
     else:
         first.append(C("lr_d", min(2 * lr_g, 4e-4), "a D on a faster time-scale than G can track it", "ttur",
                        "give D a faster learning rate than G (two time-scales)"))
+    readings = (ev.get("fit") or {}).get("readings") or {}
+    few_modes = any((readings.get(n) or {}).get("state") == "bad" for n in ("toy/modes", "quality/modes"))
+    look_real = any((readings.get(n) or {}).get("state") in ("good", "fair")
+                    for n in ("toy/quality", "quality/precision", "quality/recognisable"))
+    if cause == "chance" and few_modes and look_real:
+        # bimodal_collapse_calm_d: G's pace fixed alone, G stayed on one of two modes and D at chance
+        first += [C("minibatch_disc", True, "G's samples sit on few modes, each one like the data: one sample at "
+                    "a time D cannot tell them apart, which is why it sits at chance; statistics across the "
+                    "batch show it has no spread", "salimans", "add a minibatch discrimination layer to D"),
+                  C("fm_weight", 1.0, "feature matching pulls G's batch statistics towards the data's", "salimans",
+                    "add feature matching to G's loss"),
+                  C("fm_warmup_steps", 200, "the adversarial term dominates early", "salimans",
+                    "ramp feature matching in over the first steps", requires="fm_weight")]
     second = [C("d_steps", 2, "two D steps per G step, as critics are trained more often", "wgangp",
                 "train D twice per G step")]
     if _is_image(cfg):
@@ -219,12 +266,43 @@ def _d_not_learning(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[
     return [first, second, third]
 
 
+def _ema_decay(cfg: dict[str, Any], kind: str) -> tuple[float, str]:
+    """An EMA horizon of a tenth of the run (at most 1,000 steps, Karras et al.'s 0.999): the average starts
+    as G's init, so 0.999 on a 600-step run samples from weights still half the init (measured: toy/quality
+    0 where the last iterate had 0.48)."""
+    steps = _f(cfg, "steps", kind, 10_000)
+    horizon = max(10, min(1000, round(steps / 10)))
+    return round(1 - 1 / horizon, 4), f"an average over the last ~{horizon} of the run's {steps:g} steps"
+
+
+def _wider(cfg: dict[str, Any], kind: str) -> list[Change]:
+    """More capacity where the nets are narrower than the ones that fit here."""
+    if _is_image(cfg):
+        ngf, ndf = _f(cfg, "ngf", kind, 64), _f(cfg, "ndf", kind, 64)
+        rung = [C("ngf", int(min(2 * ngf, 128)), "more capacity for G", "dcgan", "make G wider")] if ngf < 64 else []
+        return rung + ([C("ndf", int(min(2 * ndf, 128)), "and for D", "dcgan", "make D wider")] if ndf < 64 else [])
+    h = _f(cfg, "toy_hidden", kind, 128)
+    rung = [C("toy_hidden", int(min(4 * h, 256)), f"MLPs of {h:g} units stalled short of the modes here (16 units "
+              "on gauss1d: 0.15 at the end; 64 units and batch 128: 0.995)", "measured",
+              "make both nets wider")] if h < 128 else []
+    if _f(cfg, "batch_size", kind, 128) < 128:
+        rung.append(C("batch_size", 128, "a larger batch shows D more of the modes per step", "measured",
+                      "use a larger batch"))
+    return rung
+
+
 def _quality_stalled(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[list[Change]]:
     lr_d, lr_g = _f(cfg, "lr_d", kind, DCGAN_LR), _f(cfg, "lr_g", kind, DCGAN_LR)
     ahead = bool((ev.get("losses") or {}).get("d_ahead"))
     rungs: list[list[Change]] = []
+    wider = _wider(cfg, kind)
+    if not _is_image(cfg) and _f(cfg, "toy_hidden", kind, 128) < 64:
+        # MLPs this narrow lack the capacity, whatever the trend says: a regressing 16-unit run given an EMA
+        # and halved rates ended at 0.09 (bench/remedy.py); wider, it fit
+        rungs.append(wider)
     if ev.get("verdict") == "regressing":
-        rungs.append([C("ema_g", 0.999, "sampling from an average of G's weights keeps the quality it had",
+        decay, over = _ema_decay(cfg, kind)
+        rungs.append([C("ema_g", decay, f"sampling from {over} of G's weights keeps the quality it had",
                         "ema", "keep an exponential moving average of G's weights and sample from it"),
                       C("lr_g", lr_g / 2, "half the step for G, which has been moving away from its best", "ttur",
                         "halve G's learning rate"),
@@ -240,23 +318,13 @@ def _quality_stalled(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list
                       only_without="spectral_norm"))
         rungs.append(rung)
     else:
-        if _is_image(cfg):
-            ngf, ndf = _f(cfg, "ngf", kind, 64), _f(cfg, "ndf", kind, 64)
-            rung = [C("ngf", int(min(2 * ngf, 128)), "more capacity for G", "dcgan", "make G wider")] if ngf < 64 else []
-            rung += [C("ndf", int(min(2 * ndf, 128)), "and for D", "dcgan", "make D wider")] if ndf < 64 else []
-        else:
-            h = _f(cfg, "toy_hidden", kind, 128)
-            rung = [C("toy_hidden", int(min(4 * h, 256)), f"MLPs of {h:g} units stalled short of the modes here",
-                      "measured", "make both nets wider")] if h < 128 else []
-            if _f(cfg, "batch_size", kind, 128) < 128:
-                rung.append(C("batch_size", 128, "a larger batch shows D more of the modes per step", "measured",
-                              "use a larger batch"))
-        if rung:
-            rungs.append(rung)
+        if wider:
+            rungs.append(wider)
         rungs.append([C("lr_d", 4e-4, "two time-scales: D at 4e-4", "ttur", "give D a faster rate than G (4e-4 "
                         "against 1e-4)"),
                       C("lr_g", 1e-4, "and G at 1e-4", "ttur", "give G the slower rate (1e-4)")])
-    rungs.append([C("ema_g", 0.999, "the averaged G is usually better than the last iterate", "ema",
+    decay, over = _ema_decay(cfg, kind)
+    rungs.append([C("ema_g", decay, f"the averaged G ({over}) is usually better than the last iterate", "ema",
                     "keep an exponential moving average of G's weights")])
     return rungs
 

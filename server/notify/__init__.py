@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from ganscope.server.notify.events import EVENTS, RUN_EVENTS, alert_facts, job_targets, run_facts
 from ganscope.server.notify.sender import Notifier
 
-__all__ = ["EVENTS", "Notifier", "alert_changes", "register", "run_changed"]
+__all__ = ["EVENTS", "Notifier", "alert_changes", "register", "run_changed", "run_healed"]
 
 _NOTIFIERS: "weakref.WeakKeyDictionary[Any, Notifier]" = weakref.WeakKeyDictionary()
 
@@ -83,3 +83,12 @@ def run_changed(session: Session, run: Any) -> None:
     if notifier is None or name is None or name not in notifier.events:
         return
     _after_commit(session, lambda: notifier.emit(name, run_facts(run, notifier.base_url), None, job_targets(run)))
+
+
+def run_healed(session: Session, run: Any, heal: dict[str, Any]) -> None:
+    """A heal was applied in this session (store/events.apply_heal): `run.healed`, with the heal event."""
+    notifier = _notifier(session)
+    if notifier is None or "run.healed" not in notifier.events:
+        return
+    _after_commit(session, lambda: notifier.emit("run.healed", {**run_facts(run, notifier.base_url), "heal": heal},
+                                                 None, job_targets(run)))

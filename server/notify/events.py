@@ -15,6 +15,7 @@ EVENTS: dict[str, str] = {
     "run.stopped": "a run ended as stopped (a detector under on_failure: stop, or stopped at a worker's request)",
     "run.failed": "a run failed (an error in training, or its worker kept dying until max_attempts)",
     "run.succeeded": "a run finished all its steps",
+    "run.healed": "a run healed itself (on_failure: heal): rolled back before a failure's onset, config patched",
 }
 TEST_EVENT = "test"  # POST /api/notifications/test: server-wide targets only, whatever the event filter says
 RUN_EVENTS = {"stopped": "run.stopped", "failed": "run.failed", "succeeded": "run.succeeded"}

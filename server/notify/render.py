@@ -61,6 +61,11 @@ def summary_line(payload: dict[str, Any]) -> str:
     if event == "alert.escalated" and alert:
         return (f"FAILING (was {alert.get('previous_severity') or 'warning'}): {alert['signature']} on {who} at "
                 f"step {alert['last_step']}: {alert['message']}")
+    if event == "run.healed" and run and run.get("heal"):
+        h = run["heal"]
+        changes = ", ".join(f"{c['knob']} {c.get('from')!r} → {c.get('to')!r}" for c in h.get("changes") or [])
+        return (f"HEALED: {who}: {h.get('signature')} since step {h.get('onset_step')}; rolled back from step "
+                f"{h.get('from_step')} to {h.get('rollback_step')} and changed {changes or 'nothing'}.")
     if event.startswith("run.") and run:
         status = event.split(".", 1)[1]
         line = f"{who} {status} at step {run['step']} of {run['total_steps']}"

@@ -19,7 +19,7 @@ from ganscope.server.schema import Run, Worker
 from ganscope.server.store.runs import FINAL, get_run
 from ganscope.server.store.util import as_utc, dialect, upsert, utcnow
 
-ACTIONS = {None: "continue", "cancel": "cancel", "stop": "stop"}
+ACTIONS = {None: "continue", "cancel": "cancel", "stop": "stop", "heal": "heal"}
 
 
 class QueueConflict(Exception):
@@ -137,6 +137,10 @@ def control_action(run: Run) -> Action:
         return Action("cancel", "cancelled by a user")
     if act == "stop":
         return Action("stop", run.stop_reason or "stopped by a failure detector (on_failure: stop)")
+    if act == "heal":
+        # The worker fetches the heal itself (GET /api/runs/{id}/heal); the reason ("heal #<event id>: ...")
+        # names the event, so a worker that already applied it ignores a late repeat of this answer.
+        return Action("heal", run.stop_reason or "heal requested by a failure detector (on_failure: heal)")
     return Action("continue")
 
 

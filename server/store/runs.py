@@ -186,6 +186,9 @@ def detail(session: Session, run: Run) -> dict[str, Any]:
     if run.kind == "sdk":
         out["user_config"] = run.user_config or {}  # the script's own options, as it gave them
     out["metric_names"] = list(out["last"])
+    from ganscope.server.store.events import config_history
+
+    out["config_history"] = config_history(session, run)  # heals: which knobs changed at which step
     return out
 
 

@@ -155,6 +155,22 @@
     return { shapes, annotations };
   };
 
+  // Run events (heals): a vertical line at the step training resumed from, on every chart, labelled at
+  // the bottom so it never hides an alert's flag at the top.
+  const eventDecor = (events, xmap) => {
+    const shapes = [], annotations = [];
+    for (const e of events || []) {
+      if (e.rollback_step === null || e.rollback_step === undefined) continue; // pending: not applied yet
+      const x = xmap(e.rollback_step);
+      shapes.push({ type: "line", name: "event-" + e.id, xref: "x", yref: "paper", x0: x, x1: x, y0: 0, y1: 1,
+        line: { color: "rgb(30,120,80)", width: 2 } });
+      annotations.push({ name: "event-" + e.id, x, y: 0, xref: "x", yref: "paper", xanchor: "left", yanchor: "bottom",
+        showarrow: false, text: "✚ " + GS.plotText(e.kind + (e.signature ? ": " + e.signature : "")),
+        font: { size: 10, color: "rgb(30,120,80)" }, bgcolor: "rgba(255,255,255,.7)" });
+    }
+    return { shapes, annotations };
+  };
+
   // Dashed reference lines, each labelled at its right end.
   const refDecor = (spec) => {
     const refs = spec.refs || [];
@@ -192,7 +208,7 @@
   // --- base: zoom, x mode, alert drawing and out-of-view drawing shared by both chart kinds ---------
   class Chart {
     constructor(spec, div, ctx) {
-      this.spec = spec; this.div = div; this.ctx = ctx; this.names = []; this.zoom = null; this.alerts = [];
+      this.spec = spec; this.div = div; this.ctx = ctx; this.names = []; this.zoom = null; this.alerts = []; this.events = [];
       this.lastStep = {}; this.silent = false; this.visible = true; this.stale = false;
     }
     get filename() { return `run-${this.ctx.runId}-${this.spec.id}`; }
@@ -250,7 +266,8 @@
     decor() {
       const r = refDecor(this.spec);
       const d = alertDecor(this.spec, this.names, this.alerts, this.xm.map);
-      return { shapes: r.shapes.concat(d.shapes), annotations: r.annotations.concat(d.annotations) };
+      const e = eventDecor(this.events, this.xm.map);
+      return { shapes: r.shapes.concat(d.shapes, e.shapes), annotations: r.annotations.concat(d.annotations, e.annotations) };
     }
     // The decor a full draw puts on the chart; remembered so setAlerts skips a relayout that changes nothing.
     drawnDecor() {
@@ -261,6 +278,19 @@
     zoomedX(layout) {
       if (this.zoom) layout.xaxis = Object.assign(layout.xaxis, { range: this.zoom.map(this.xm.map), autorange: false });
       return layout;
+    }
+    setEvents(events) { this.events = events; return this.setAlerts(this.alerts); }
+    // A heal rewound the run: points after `step` belong to the abandoned stretch. Drop them, then
+    // re-query (the live extend only appends steps after the last one held).
+    async rewind(step) {
+      for (const store of [this.data, this.raw]) {
+        for (const s of Object.values(store || {})) {
+          const i = s.steps.findIndex((st) => st > step);
+          if (i >= 0) { s.steps.length = i; s.values.length = i; }
+        }
+      }
+      for (const n of Object.keys(this.lastStep)) this.lastStep[n] = Math.min(this.lastStep[n], step);
+      await this.reload();
     }
     setAlerts(alerts) {
       this.alerts = alerts;

@@ -210,7 +210,7 @@ GS.LiveStream = class {
           this.handlers[name](data);
         }
       });
-    ["ready", "metrics", "alert", "status", "sample", "snapshot", "progress"].forEach(on);
+    ["ready", "metrics", "alert", "status", "sample", "snapshot", "progress", "event"].forEach(on);
     es.onerror = () => {
       GS.setLive("retry");
       // The browser retries by itself while CONNECTING; after a fatal error we reopen ourselves.

@@ -28,6 +28,7 @@
     const i = input(k);
     if (k.dataset.kind === "bool") i.checked = Boolean(v);
     else if (k.dataset.kind === "json") i.value = JSON.stringify(v ?? {});
+    else if (k.dataset.kind === "list") i.value = Array.isArray(v) ? v.join(", ") : (v ?? "");
     else i.value = v === null || v === undefined ? "" : GS.fmtValue(v);
   };
 
@@ -51,6 +52,7 @@
       if (!applies(k)) continue; // meaningless for this dataset: the server's default stands
       if (kind === "bool") { out[name] = el.checked; continue; }
       const raw = el.value.trim();
+      if (raw === "" && kind === "list") { out[name] = []; continue; }
       if (raw === "" && (k.dataset.nullable === "true" || kind !== "string")) {
         if (k.dataset.nullable !== "true" && kind !== "string") out[name] = raw; // empty required number: let the server say so
         continue;
@@ -58,6 +60,8 @@
       if (kind === "integer" || kind === "number") {
         const n = Number(raw);
         out[name] = Number.isFinite(n) && raw !== "" ? n : raw;
+      } else if (kind === "list") {
+        out[name] = raw.split(/[\s,]+/).filter((s) => s !== "");
       } else if (kind === "json") {
         try { out[name] = JSON.parse(raw || "{}"); } catch (e) { local.push([name, "not valid JSON: " + e.message]); }
       } else out[name] = raw;

@@ -21,6 +21,7 @@
   const samples = new GS.Samples(runId);
   const toy = new GS.Toy(runId);
   const clock = new GS.Clock(runId);
+  const runEvents = new GS.RunEvents(runId, (list) => charts.forEach((c) => c.setEvents(list)));
 
   // Zoom on one chart zooms them all (same step axis), each re-querying its own range.
   const ctx = { runId, clock, onZoom: (src, range) => charts.forEach((c) => { if (c !== src) c.setRange(range, false); }) };
@@ -47,6 +48,7 @@
         chart = GS.makeChart(spec, w.querySelector(".plot"), ctx);
         chart.names = resolved.slice();
         chart.alerts = alertList();
+        chart.events = runEvents.list();
         charts.set(spec.id, chart);
         GS.chartTools(chart, w);
         fresh.push(chart);
@@ -213,7 +215,8 @@
     allNames = (summary.metric_names || []).slice();
     const fresh = await ensureCharts(allNames);
     // Alerts and every chart's series are fetched at once; charts draw as their data lands.
-    await Promise.all([loadAlerts().catch((e) => console.warn("alerts", e)), ...fresh.map((c) => c.reload())]);
+    await Promise.all([loadAlerts().catch((e) => console.warn("alerts", e)),
+      runEvents.load().catch((e) => console.warn("events", e)), ...fresh.map((c) => c.reload())]);
     renderAlerts();
     samples.load().catch((e) => console.warn("samples", e));
     toy.load();
@@ -234,6 +237,7 @@
     const metrics = await GS.fetchMetrics(runId, names, { since });
     await applyMetrics(metrics);
     await loadAlerts();
+    runEvents.load().catch(() => {});
     samples.load().catch(() => {});
     toy.load();
   };
@@ -285,9 +289,25 @@
     },
     sample: (s) => samples.add(s),
     snapshot: (s) => toy.onSnapshot(s),
+    // A heal: the run's record after its rollback step was replaced; charts, alerts and media re-read.
+    event: (e) => {
+      runEvents.add(e);
+      if (!loaded || e.rollback_step === null || e.rollback_step === undefined) return;
+      pending = []; // the stream is ordered: every point still queued came before the heal, from the abandoned stretch
+      const rewind = () => {
+        if (flushing) { setTimeout(rewind, 50); return; } // a flush drawing old points ends first
+        charts.forEach((c) => c.rewind(e.rollback_step).catch((err) => console.error("rewind", err)));
+        loadAlerts().catch(() => {});
+        loadSummary().catch(() => {});
+        samples.load().catch(() => {});
+        toy.load();
+      };
+      rewind();
+    },
   });
 
   window.ganscope.charts = charts; // tests read chart data and shapes from here
+  window.ganscope.runEvents = runEvents;
   window.ganscope.clock = clock;
   // Per chart: the last step held and the last step drawn (tests and bench/live.py).
   window.ganscope.chartState = () => Object.fromEntries([...charts].map(([k, c]) => [k,

@@ -116,7 +116,7 @@ def load_mnist_like(cfg: JobConfig, folder: Path) -> ArrayImages:
     stem = "train-images-idx3-ubyte"
     for d in (folder / name / "raw", folder / "raw", folder):
         for fname in (stem, stem + ".gz"):
-            if (d / fname).is_file():
+            if (d / fname).is_file() and _confined(d / fname, folder):
                 return ArrayImages(data=read_idx_images(d / fname), image_size=cfg.image_size)
     raise DatasetError(
         f"{name} not found: put {stem} (or {stem}.gz) in {folder / name / 'raw'}. ganscope never downloads; "
@@ -166,7 +166,7 @@ def read_cifar_batch(path: Path) -> torch.Tensor:
 def load_cifar10(cfg: JobConfig, folder: Path) -> ArrayImages:
     for d in (folder / "cifar-10-batches-py", folder):
         files = sorted(d.glob("data_batch_*")) if d.is_dir() else []
-        files = [f for f in files if f.is_file()]
+        files = [f for f in files if f.is_file() and _confined(f, folder)]
         if files:
             data = torch.cat([read_cifar_batch(f) for f in files])
             return ArrayImages(data=data, image_size=cfg.image_size)
@@ -185,8 +185,17 @@ def list_images(folder: Path) -> list[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in filenames:
             if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS):
-                out.append(Path(dirpath) / f)
+                path = Path(dirpath) / f
+                if _confined(path, folder):
+                    out.append(path)
     return sorted(out)
+
+
+def _confined(path: Path, folder: Path) -> bool:
+    """A file reached through a symlink pointing out of the dataset folder is not read (os.walk does not
+    follow linked folders; linked files are checked here)."""
+    real, base = os.path.realpath(path), os.path.realpath(folder)
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
 
 
 def load_image(path: Path, size: int, channels: int) -> torch.Tensor:

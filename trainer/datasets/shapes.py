@@ -34,8 +34,16 @@ def _rand(g: torch.Generator, *shape: int) -> torch.Tensor:
     return torch.rand(*shape, generator=g)
 
 
-def _render_chunk(n: int, size: int, g: torch.Generator) -> torch.Tensor:
-    """n images (n, 3, size, size) float in [0, 1]."""
+# The attributes `render_labelled` reports (the quality classifier's heads, trainer/quality/shapes_clf.py):
+# background kind, and the kind and colour class of the dominant shape (the one with the most visible pixels).
+# A colour class is the (high, low) channel pair of the saturated colour: 6 hues (red, orange-ish ... magenta).
+ATTRIBUTES: dict[str, int] = {"background": 3, "shape": 3, "colour": 6}
+
+
+def _render_chunk(n: int, size: int, g: torch.Generator,
+                  labels: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """n images (n, 3, size, size) float in [0, 1]; with `labels` given, fills it with ATTRIBUTES' classes.
+    Labelling draws nothing from `g`: labelled and plain renders of one seed are the same images."""
     # Pixel-centre coordinates in [-1, 1]; one pixel is 2/size wide.
     coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
     ys = coords.view(1, size, 1)
@@ -59,6 +67,7 @@ def _render_chunk(n: int, size: int, g: torch.Generator) -> torch.Tensor:
 
     # --- shapes --------------------------------------------------------------------------------
     count = torch.randint(1, MAX_SHAPES + 1, (n,), generator=g)
+    kinds, hues, alphas = [], [], []
     for slot in range(MAX_SHAPES):
         shape = torch.randint(0, 3, (n,), generator=g)            # 0 circle, 1 square, 2 triangle
         radius = (0.18 + 0.27 * _rand(g, n)).view(n, 1, 1)
@@ -71,6 +80,11 @@ def _render_chunk(n: int, size: int, g: torch.Generator) -> torch.Tensor:
         lo = (hi + torch.randint(1, 3, (n,), generator=g)) % 3
         colour[torch.arange(n), hi] = 0.85 + 0.15 * colour[torch.arange(n), hi]
         colour[torch.arange(n), lo] = 0.15 * colour[torch.arange(n), lo]
+        kinds.append(shape)
+        # The hue sextant of the colour as painted (brightest, darkest channel) -> 0..5: the brightest channel
+        # picks a pair of classes, the darkest which of the other two it is.
+        top, bottom = colour.argmax(dim=1), colour.argmin(dim=1)
+        hues.append(top * 2 + (bottom - top) % 3 - 1)
 
         dx, dy = xs - cx, ys - cy
         cos_r, sin_r = torch.cos(rot), torch.sin(rot)
@@ -92,9 +106,38 @@ def _render_chunk(n: int, size: int, g: torch.Generator) -> torch.Tensor:
         # One-pixel anti-aliased edge: coverage falls from 1 to 0 across a pixel.
         alpha = (0.5 - sdf / px).clamp(0, 1)
         alpha = alpha * (slot < count).view(n, 1, 1).float()
+        alphas.append(alpha)
         alpha = alpha.unsqueeze(1)
         img = img * (1 - alpha) + colour.view(n, 3, 1, 1) * alpha
+    if labels is not None:
+        # Visible pixels of each shape: its coverage times what the shapes painted after it leave uncovered.
+        visible, above = [], torch.ones_like(alphas[0])
+        for a in reversed(alphas):
+            visible.append((a * above).sum(dim=(1, 2)))
+            above = above * (1 - a)
+        dominant = torch.stack(visible[::-1], dim=1).argmax(dim=1)
+        pick = torch.arange(n)
+        # A gradient or stripes between two near-equal colours looks flat, and is labelled as it looks.
+        looks_flat = (c0 - c1).abs().amax(dim=1) < 0.12
+        labels.update(background=torch.where(looks_flat, torch.zeros_like(kind), kind), shape=torch.stack(kinds, 1)[pick, dominant],
+                      colour=torch.stack(hues, 1)[pick, dominant])
     return img
+
+
+def render_labelled(seed: int, image_size: int, count: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(count, 3, size, size) float images in [-1, 1] (as the data source serves them) and their ATTRIBUTES."""
+    g = torch.Generator().manual_seed(int(seed) ^ 0x5A17E5)
+    out = torch.empty(count, 3, image_size, image_size)
+    labels: dict[str, list[torch.Tensor]] = {k: [] for k in ATTRIBUTES}
+    chunk = max(1, _CHUNK_PIXELS // (image_size * image_size))
+    for start in range(0, count, chunk):
+        n = min(chunk, count - start)
+        part: dict[str, torch.Tensor] = {}
+        img = _render_chunk(n, image_size, g, part)
+        out[start:start + n] = (img * 255).round().clamp(0, 255) / 127.5 - 1  # the bank's uint8 rounding
+        for k in ATTRIBUTES:
+            labels[k].append(part[k])
+    return out, {k: torch.cat(v) for k, v in labels.items()}
 
 
 @lru_cache(maxsize=2)

@@ -1,0 +1,44 @@
+"""Checkpoint retention (GANSCOPE_KEEP_CHECKPOINTS): a long run keeps its newest K checkpoints and, for each
+of its alerts, the newest checkpoint before the alert's onset (where a rollback resumes from); the others go.
+
+Without it every checkpoint stays (~5 MB each for a 64 px DCGAN, one per 500 steps by default) until the
+disk fills. Rows are deleted in the caller's transaction; files are removed only after it commits, so a
+crash in between leaves an orphan file rather than a row pointing at nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from ganscope.server.schema import Alert, Checkpoint
+
+
+def checkpoints_to_drop(session: Session, artifacts: Path, run_id: int, keep: int) -> list[Path]:
+    """Delete the rows of checkpoints retention lets go; return their files, to unlink after commit.
+    keep <= 0 keeps everything."""
+    if keep <= 0:
+        return []
+    steps = list(session.scalars(select(Checkpoint.step).where(Checkpoint.run_id == run_id)
+                                 .order_by(Checkpoint.step)))
+    if len(steps) <= keep:
+        return []
+    kept = set(steps[-keep:])
+    for onset in session.scalars(select(Alert.first_step).where(Alert.run_id == run_id)):
+        before = [s for s in steps if s < onset]
+        if before:
+            kept.add(before[-1])
+    drop = [s for s in steps if s not in kept]
+    if not drop:
+        return []
+    where = (Checkpoint.run_id == run_id) & Checkpoint.step.in_(drop)
+    paths = [(artifacts / p).resolve() for p in session.scalars(select(Checkpoint.path).where(where))]
+    session.execute(delete(Checkpoint).where(where))
+    return [p for p in paths if p.is_relative_to(artifacts)]
+
+
+def unlink_all(paths: list[Path]) -> None:
+    for p in paths:
+        p.unlink(missing_ok=True)

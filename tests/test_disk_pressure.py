@@ -1,0 +1,64 @@
+"""Disk pressure: checkpoint retention (GANSCOPE_KEEP_CHECKPOINTS) and storage errors logged once per interval,
+on the real server (SQLite and PostgreSQL for retention)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import ServerProc, start_server
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def keep2(request: pytest.FixtureRequest, home: Path) -> Iterator[ServerProc]:
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    s = start_server(home, database_url=url, GANSCOPE_KEEP_CHECKPOINTS="2")
+    yield s
+    s.stop()
+
+
+def _files(server: ServerProc, run_id: int) -> list[str]:
+    folder = server.home / "artifacts" / "runs" / str(run_id) / "checkpoints"
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def test_checkpoint_retention_keeps_the_newest_and_what_alerts_need(keep2: ServerProc) -> None:
+    with keep2.client() as c:
+        run_id = c.post("/api/runs", json={"name": "ret", "config": {"dataset": "ring8"}}).json()["id"]
+        for step in (100, 200, 300):
+            assert c.put(f"/api/runs/{run_id}/checkpoints/{step}", content=b"x" * step).status_code == 201
+        assert [x["step"] for x in c.get(f"/api/runs/{run_id}/checkpoints").json()["checkpoints"]] == [200, 300]
+        # A NaN loss at step 250 opens an alert: the newest checkpoint before it (200) is where a rollback
+        # would resume, so it stays however many newer ones arrive.
+        r = c.post(f"/api/runs/{run_id}/metrics", json={"series": {"loss/d": {"steps": [250], "values": [None]}}})
+        assert r.status_code == 200, r.text
+        alerts = c.get(f"/api/runs/{run_id}/alerts").json()["alerts"]
+        assert [(a["signature"], a["first_step"]) for a in alerts] == [("nonfinite", 250)]
+        for step in (400, 500, 600):
+            assert c.put(f"/api/runs/{run_id}/checkpoints/{step}", content=b"x" * step).status_code == 201
+        kept = [x["step"] for x in c.get(f"/api/runs/{run_id}/checkpoints").json()["checkpoints"]]
+        assert kept == [200, 500, 600], kept
+        assert _files(keep2, run_id) == [f"step-{s:010d}.ckpt" for s in kept]
+        latest = c.get(f"/api/runs/{run_id}/checkpoints/latest")
+        assert latest.headers["x-ganscope-step"] == str(kept[-1]) and len(latest.content) == kept[-1]
+
+
+def test_storage_errors_are_logged_once_per_interval(server: ServerProc) -> None:
+    with server.client() as c:
+        run_id = c.post("/api/runs", json={"name": "full", "config": {"dataset": "ring8"}}).json()["id"]
+        # A file where the run's artifact folder must go: every write below it fails, like a full disk.
+        runs_dir = server.home / "artifacts" / "runs"
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        (runs_dir / str(run_id)).write_text("in the way")
+        for step in range(30):
+            r = c.post(f"/api/runs/{run_id}/samples", params={"step": step}, content=PNG,
+                       headers={"Content-Type": "image/png"})
+            assert r.status_code == 503 and "storage error" in r.json()["detail"], r.text
+            assert r.headers.get("retry-after")
+    log = server.log(None)
+    assert log.count("storage error while") == 1, log[-3000:]
+    assert log.count("Traceback") <= 1
