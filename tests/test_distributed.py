@@ -209,3 +209,15 @@ def test_a_killed_worker_takes_its_ranks_with_it(server: ServerProc, spawn_worke
     w.proc.wait()
     gone, alive = psutil.wait_procs(procs, timeout=30)
     assert not alive, f"orphans: {[(p.pid, p.cmdline()) for p in alive]}"
+
+
+def test_an_error_in_the_ranks_fails_the_job_with_rank_zeros_message(server: ServerProc, spawn_worker) -> None:
+    c = server.client()
+    # mnist is not under this worker's data root: every rank raises while building its data.
+    bad = enqueue(c, name="no data on 2", dataset="mnist", image_size=16, ngf=8, ndf=8, batch_size=8, steps=5)
+    w = spawn_worker(server.url, args=[*TWO, "--data-root", str(server.home / "nowhere")])
+    run = wait_status(c, bad, "failed", timeout=180, logs=[w])
+    assert "DistributedJobFailed: rank 0: DatasetError: MNIST not found" in run["error"], run["error"]
+    good = enqueue(c, name="after it", steps=10)
+    assert wait_status(c, good, {"succeeded", "failed"}, timeout=180, logs=[w])["status"] == "succeeded"
+    assert not job_processes(w)

@@ -21,7 +21,7 @@ Every rank runs the same loop on its own shard of the data; torch.distributed do
 * **Metrics**: loss/*, score/*, pred/* and sample/diversity are averaged over ranks (all_reduce) — each
   rank saw different data. grad/weight/update norms are rank 0's: after DDP's all-reduce the gradients
   and weights are the same on every rank. perf/step_s is rank 0's; perf/img_s counts all ranks' images;
-  perf/world_size (at the first step of each start or resume) says how many processes train the run.
+  perf/world_size (at the step each start or resume begins from) says how many processes train the run.
 * **Checkpoints**: written by rank 0 only (same format as a 1-process run); on resume every rank loads
   the same file, so a checkpoint resumes on any number of processes, and a 1-process one resumes here.
 * **Samples and figures**: drawn by rank 0 only, except under SyncBatchNorm where G's forward is itself a

@@ -14,7 +14,6 @@ import json
 import os
 import statistics
 import sys
-import traceback
 from pathlib import Path
 
 import torch.distributed as dist
@@ -46,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         result = trainer.run(Path(args.resume) if args.resume else None)
     except Exception as exc:
         if relay is not None:
-            relay.result("failed", 0, traceback.format_exception_only(type(exc), exc)[-1].strip())
+            relay.result("failed", 0, f"{type(exc).__name__}: {exc}")
         raise
     if relay is not None:
         relay.result(result.status, result.step, result.reason)

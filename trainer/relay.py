@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import re
 import signal
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from typing import Any
 from ganscope.trainer.config import JobConfig
 from ganscope.trainer.sink import Sink
 
+logger = logging.getLogger("ganscope.worker")
 ENV_ADDRESS, ENV_KEY = "GANSCOPE_RELAY", "GANSCOPE_RELAY_KEY"
 MONITOR_S = 0.5        # how often torchrun checks its ranks: a dead rank ends the job within this
 STOP_GRACE_S = 30.0    # after rank 0's last word, how long the ranks get to exit before they are killed
@@ -99,27 +102,64 @@ def torchrun_command(procs: int, job: Path, workdir: Path, resume: Path | None, 
     return cmd
 
 
-def failure_reason(log: str) -> str | None:
-    """One line from torchrun's failure summary: which rank failed and how; None without a summary.
+@dataclass(frozen=True)
+class RankFailure:
+    rank: int
+    exitcode: int
+    error: str    # the exception's last line, or "" (killed by a signal, no error file)
 
-    A rank killed by a signal other than torchrun's own SIGTERM is the cause (its peers then fail in a
-    collective, or get SIGTERM from torchrun); otherwise torchrun's "Root Cause" rank."""
-    at = max(log.rfind("Failures:"), log.rfind("Root Cause"))
-    if at < 0:
-        return None
-    blocks = []
-    for block in re.split(r"\n\[\d+\]:\n", log[log.rfind("Failures:") if "Failures:" in log else at:]):
+    @property
+    def killed(self) -> bool:
+        """Killed by a signal that torchrun did not send (torchrun ends surviving ranks with SIGTERM)."""
+        return self.exitcode < 0 and self.exitcode != -signal.SIGTERM
+
+    def __str__(self) -> str:
+        code = self.exitcode
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() \
+            else f"exit code {code}"
+        return f"rank {self.rank} failed ({how})" + (f": {self.error[:300]}" if self.error else "")
+
+
+def rank_failures(log: str) -> list[RankFailure]:
+    """The failed ranks of torchrun's failure summary (its "Failures:" and "Root Cause" blocks)."""
+    at = log.rfind("Failures:") if "Failures:" in log else log.rfind("Root Cause")
+    out = []
+    for block in re.split(r"\n\[\d+\]:\n", log[at:]) if at >= 0 else []:
         rank, code = re.search(r"rank\s*:\s*(\d+)", block), re.search(r"exitcode\s*:\s*(-?\d+)", block)
-        if rank and code:
-            tb = re.search(r"traceback\s*:\s*(.+)", block)
-            blocks.append((int(rank.group(1)), int(code.group(1)), tb.group(1).strip() if tb else ""))
-    if not blocks:
-        return None
-    rank, code, tb = next((b for b in blocks if b[1] < 0 and b[1] != -signal.SIGTERM), blocks[-1])
-    how = f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() \
-        else f"exit code {code}"
-    detail = "" if tb.startswith(("Signal", "<N/A>", "Traceback")) or not tb else f": {tb[:300]}"
-    return f"rank {rank} failed ({how}){detail}"
+        if not (rank and code):
+            continue
+        error = ""
+        if (tb := block.find("traceback")) >= 0:
+            lines = [ln.strip() for ln in block[tb:].split(":", 1)[1].splitlines()]
+            lines = [ln for ln in lines if ln and not set(ln) <= set("=-") and not ln.startswith("Root Cause")]
+            if lines and lines[0].startswith("Traceback"):
+                error = lines[-1]   # the exception line closes the traceback
+            elif lines and not lines[0].startswith(("Signal", "<N/A>")):
+                error = lines[0]
+        out.append(RankFailure(int(rank.group(1)), int(code.group(1)), error))
+    return out
+
+
+def failure_reason(log: str, rank0_error: str | None = None) -> str:
+    """Why a job on several processes failed, in one line.
+
+    In order: a rank killed by a signal torchrun did not send (its peers then fail in a collective); else rank
+    0's own error, unless it is only a communication error and another rank raised an exception; else
+    torchrun's root cause; else torchrun's last line."""
+    failures = rank_failures(log)
+    killed = [f for f in failures if f.killed]
+    if killed:
+        return str(killed[0]) + (f"; rank 0 then: {rank0_error[:200]}" if rank0_error else "")
+    raised = [f for f in failures if f.rank != 0 and f.error]
+    comms = rank0_error is not None and re.search(r"gloo|nccl|connection|timed out", rank0_error, re.I)
+    if rank0_error and not (comms and raised):
+        return f"rank 0: {rank0_error}"
+    if raised and comms:
+        return str(raised[0])
+    if failures:
+        return str(failures[-1])   # torchrun prints the root cause last
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    return "torchrun failed" + (f": {lines[-1][:300]}" if lines else "")
 
 
 def _descendants(pid: int) -> list[Any]:
@@ -158,8 +198,8 @@ def launch(cfg: JobConfig, sink: Sink, workdir: Path, procs: int, resume: Path |
     if cuda_visible is not None:
         env["CUDA_VISIBLE_DEVICES"] = cuda_visible
     log_path = workdir / "torchrun.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(torchrun_command(procs, job, workdir, resume, data_root), env=env, stdout=log,
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(torchrun_command(procs, job, workdir, resume, data_root), env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
     result: tuple[str, int, str | None] | None = None
     try:
@@ -178,14 +218,11 @@ def launch(cfg: JobConfig, sink: Sink, workdir: Path, procs: int, resume: Path |
         listener.close()
     if result is not None and result[0] != "failed":
         return result
+    rank0_error = str(result[2]) if result is not None else None
     text = log_path.read_text(errors="replace")
-    cause = failure_reason(text)
-    if result is not None and (cause is None or cause.startswith("rank 0 ")):
-        raise DistributedJobFailed(f"rank 0: {result[2]}")   # rank 0 caught its own error: its message says most
-    if cause is None:
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        cause = f"torchrun exited with code {proc.returncode}" + (f": {lines[-1][:300]}" if lines else "")
-    raise DistributedJobFailed(cause + (f"; rank 0 then: {str(result[2])[:200]}" if result is not None else ""))
+    # The run folder goes with the job: the worker's log keeps the end of torchrun's for the operator.
+    logger.warning("torchrun's log ends:\n%s", "\n".join(text.splitlines()[-40:]))
+    raise DistributedJobFailed(failure_reason(text, rank0_error))
 
 
 def _accept(listener: Listener, proc: subprocess.Popen, key: bytes) -> Connection | None:
