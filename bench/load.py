@@ -59,10 +59,13 @@ def main() -> int:
     ap.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--warmup", type=float, default=15.0)
+    ap.add_argument("--detectors", choices=("on", "off"), default="on")
+    ap.add_argument("--stalled", type=int, default=5, help="SSE clients that never read (of the 20)")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="gs-load-"))
     url = create_pg_database() if args.db == "postgres" else None
-    server = start_server(home, database_url=url, GANSCOPE_SSE_SEND_TIMEOUT_S="5")
+    server = start_server(home, database_url=url, GANSCOPE_SSE_SEND_TIMEOUT_S="5",
+                          GANSCOPE_DETECTORS=args.detectors)
     stats, stop, measuring = Stats(), threading.Event(), threading.Event()
     threads: list[threading.Thread] = []
     try:
@@ -114,13 +117,13 @@ def main() -> int:
                     time.sleep(0.2)
 
         stalled = []
-        for k in range(5):  # never read: the server must drop them, not hold their events
+        for k in range(args.stalled):  # never read: the server must drop them, not hold their events
             s = socket.socket()
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             s.connect(("127.0.0.1", server.port))
             s.sendall(f"GET /api/runs/{runs[k % 4]}/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
             stalled.append(s)
-        targets = [(ingest, (r,)) for r in runs] + [(read, ())] + [(sse_reader, (runs[k % 4],)) for k in range(15)]
+        targets = [(ingest, (r,)) for r in runs] + [(read, ())] + [(sse_reader, (runs[k % 4],)) for k in range(20 - args.stalled)]
         for fn, a in targets:
             threads.append(threading.Thread(target=fn, args=a, daemon=True))
             threads[-1].start()

@@ -14,6 +14,7 @@ Each check turns what used to be a 500 deep inside a handler into a clear answer
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Any
@@ -48,36 +49,48 @@ def json_depth(body: bytes) -> int:
     return int(np.cumsum(step).max(initial=0))
 
 
-def _bad_strings(value: Any) -> str | None:
-    """Walk parsed JSON (only when a cheap byte scan saw a suspicious escape) for NUL / lone surrogates."""
-    stack = [value]
+def _bad_strings(value: Any) -> tuple[list[Any], str] | None:
+    """Walk parsed JSON (only when a cheap byte scan saw a suspicious escape) for NUL / lone surrogates;
+    the location of the first one found, in FastAPI's loc style, and what is wrong."""
+    stack: list[tuple[Any, list[Any]]] = [(value, ["body"])]
     while stack:
-        v = stack.pop()
+        v, loc = stack.pop()
         if isinstance(v, dict):
-            stack.extend(v.keys())
-            stack.extend(v.values())
+            for k, item in v.items():
+                stack.append((k, loc + [k]))
+                stack.append((item, loc + [k]))
         elif isinstance(v, list):
-            stack.extend(v)
+            stack.extend((item, loc + [i]) for i, item in enumerate(v))
         elif isinstance(v, str):
             if "\x00" in v:
-                return "JSON strings may not contain NUL characters (\\u0000)"
+                return _printable(loc), "JSON strings may not contain NUL characters (\\u0000)"
             try:
                 v.encode("utf-8")
             except UnicodeEncodeError:
-                return "JSON strings may not contain lone UTF-16 surrogates (e.g. \\ud800): they are not text"
+                return _printable(loc), "JSON strings may not contain lone UTF-16 surrogates (e.g. \\ud800): they are not text"
     return None
 
 
-def check_json(body: bytes) -> str | None:
-    """A message naming what is wrong with the body, or None (malformed JSON is left to the route)."""
+def _printable(loc: list[Any]) -> list[Any]:
+    # The offending key itself may be in loc: escaped, so the answer can be written as UTF-8 JSON.
+    return [p.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\u0000") if isinstance(p, str) else p
+            for p in loc]
+
+
+def check_json(body: bytes) -> tuple[list[Any], str] | None:
+    """(loc, message) naming what is wrong with the body, or None (malformed JSON is left to the route)."""
     if json_depth(body) > MAX_DEPTH:
-        return f"JSON body is nested deeper than {MAX_DEPTH} levels"
+        return ["body"], f"JSON body is nested deeper than {MAX_DEPTH} levels"
     if _NUL_ESCAPE.search(body) or _LONE_SURROGATE.search(body):
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
-            # orjson refuses lone surrogates itself; say which problem it is rather than "invalid JSON".
-            return "JSON strings may not contain lone UTF-16 surrogates (e.g. \\ud800) or NUL characters"
+            # orjson refuses lone surrogates itself; the stdlib parser (safe: the depth is checked) keeps
+            # them, so the answer can name the field rather than say "invalid JSON".
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                return None  # malformed anyway: the route names it
         return _bad_strings(parsed)
     return None
 
@@ -129,9 +142,9 @@ class InputGuard:
             except ClientDisconnect:
                 log_disconnect(scope)  # nobody to answer; one line, no traceback
                 return
-            message = check_json(body)
-            if message is not None:
-                await respond(send, 422, [{"loc": ["body"], "msg": message, "type": "value_error"}])
+            problem = check_json(body)
+            if problem is not None:
+                await respond(send, 422, [{"loc": problem[0], "msg": problem[1], "type": "value_error"}])
                 return
             receive = _replay(body, receive)
         await self.app(scope, receive, send)

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     keep_checkpoints: int = Field(
         5, ge=0, description="Checkpoints kept per run: the newest K plus, per alert, the newest before its "
                              "onset (where a rollback resumes); 0 keeps all.")
+    keep_samples: int = Field(
+        2000, ge=0, description="Sample images kept per run and kind; beyond, older ones are thinned so the "
+                                "timeline still spans the run (the newest half stay dense); 0 keeps all.")
     stall_seconds: float = Field(60.0, description="A running job whose worker is silent this long is requeued.")
     sdk_stall_seconds: float = Field(
         3600.0, description="An SDK run with no data nor heartbeat this long is marked failed.")

@@ -62,3 +62,24 @@ def test_storage_errors_are_logged_once_per_interval(server: ServerProc) -> None
     log = server.log(None)
     assert log.count("storage error while") == 1, log[-3000:]
     assert log.count("Traceback") <= 1
+
+
+def test_sample_retention_thins_old_images_and_keeps_recent_ones(home: Path) -> None:
+    s = start_server(home, GANSCOPE_KEEP_SAMPLES="6")
+    try:
+        with s.client() as c:
+            run_id = c.post("/api/runs", json={"name": "long", "config": {"dataset": "ring8"}}).json()["id"]
+            for step in range(0, 3000, 100):
+                r = c.post(f"/api/runs/{run_id}/samples", params={"step": step}, content=PNG,
+                           headers={"Content-Type": "image/png"})
+                assert r.status_code == 201, r.text
+            steps = [x["step"] for x in c.get(f"/api/runs/{run_id}/samples").json()["samples"]]
+            assert len(steps) == 6 and steps[0] == 0 and steps[-3:] == [2700, 2800, 2900], steps
+            # The thinned part still spans the run: no gap is more than half of it.
+            assert max(b - a for a, b in zip(steps, steps[1:])) <= 1500, steps
+            for step in steps:
+                assert c.get(f"/api/runs/{run_id}/samples/grid/{step}.png").status_code == 200
+        folder = s.home / "artifacts" / "runs" / str(run_id) / "samples"
+        assert len([p for p in folder.iterdir() if not p.name.startswith(".")]) == 6
+    finally:
+        s.stop()

@@ -67,6 +67,7 @@ def test_nul_characters_are_refused(any_server: ServerProc) -> None:
             assert r.status_code == 422 and "NUL" in _detail(r), f"{path} {params}: {r.status_code} {r.text}"
         r = c.post("/api/jobs", json={"dataset": "ring8", "name": "a\x00b"})
         assert r.status_code == 422 and "NUL" in _detail(r), r.text
+        assert r.json()["detail"][0]["loc"] == ["body", "name"]  # the answer names the field
         r = c.post(f"/api/runs/{sdk_id}/metrics", json={"series": {"a\x00": {"steps": [1], "values": [1.0]}}})
         assert r.status_code == 422, r.text
         r = c.patch(f"/api/runs/{job_id}", json={"note": "x\x00"})

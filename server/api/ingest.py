@@ -196,7 +196,10 @@ async def post_sample(run_id: RunId, request: Request, _: Authorized, db: DB, br
             if run is None:
                 raise not_found(run_id)
             refuse_if_finished(run)
-            return artifacts.save_sample(s, settings.artifacts_dir, run_id, step, kind, png)
+            url = artifacts.save_sample(s, settings.artifacts_dir, run_id, step, kind, png)
+            doomed = retention.samples_to_drop(s, settings.artifacts_dir, run_id, kind, settings.keep_samples)
+        retention.unlink_all(doomed)  # after the commit
+        return url
 
     url = await run_in_threadpool(save)
     broker.publish(run_id, "sample", {"step": step, "kind": kind, "url": url})

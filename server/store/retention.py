@@ -1,5 +1,7 @@
-"""Checkpoint retention (GANSCOPE_KEEP_CHECKPOINTS): a long run keeps its newest K checkpoints and, for each
-of its alerts, the newest checkpoint before the alert's onset (where a rollback resumes from); the others go.
+"""Checkpoint and sample retention (GANSCOPE_KEEP_CHECKPOINTS, GANSCOPE_KEEP_SAMPLES).
+
+Checkpoints: a long run keeps its newest K and, for each of its alerts, the newest one before the alert's
+onset (where a rollback resumes from); the others go. Samples: see samples_to_drop.
 
 Without it every checkpoint stays (~5 MB each for a 64 px DCGAN, one per 500 steps by default) until the
 disk fills. Rows are deleted in the caller's transaction; files are removed only after it commits, so a
@@ -13,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from ganscope.server.schema import Alert, Checkpoint
+from ganscope.server.schema import Alert, Checkpoint, Sample
 
 
 def checkpoints_to_drop(session: Session, artifacts: Path, run_id: int, keep: int) -> list[Path]:
@@ -42,3 +44,28 @@ def checkpoints_to_drop(session: Session, artifacts: Path, run_id: int, keep: in
 def unlink_all(paths: list[Path]) -> None:
     for p in paths:
         p.unlink(missing_ok=True)
+
+
+def samples_to_drop(session: Session, artifacts: Path, run_id: int, kind: str, keep: int) -> list[Path]:
+    """Sample retention (GANSCOPE_KEEP_SAMPLES) for very long runs: past `keep` images of one kind, drop the
+    one whose removal leaves the smallest gap between its neighbours, never the first nor the newest
+    keep // 2. The timeline stays spread over the whole run (older parts sparser), recent steps dense.
+    Rows are deleted in the caller's transaction; returns the files to unlink after commit."""
+    if keep <= 0:
+        return []
+    steps = list(session.scalars(select(Sample.step).where(Sample.run_id == run_id, Sample.kind == kind)
+                                 .order_by(Sample.step)))
+    drop: list[int] = []
+    recent = max(1, keep // 2)
+    while len(steps) > keep:
+        interior = range(1, len(steps) - recent)
+        if not interior:
+            break
+        i = min(interior, key=lambda j: steps[j + 1] - steps[j - 1])
+        drop.append(steps.pop(i))
+    if not drop:
+        return []
+    where = (Sample.run_id == run_id) & (Sample.kind == kind) & Sample.step.in_(drop)
+    paths = [(artifacts / p).resolve() for p in session.scalars(select(Sample.path).where(where))]
+    session.execute(delete(Sample).where(where))
+    return [p for p in paths if p.is_relative_to(artifacts)]
