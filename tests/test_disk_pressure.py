@@ -31,7 +31,8 @@ def test_checkpoint_retention_keeps_the_newest_and_what_alerts_need(keep2: Serve
         run_id = c.post("/api/runs", json={"name": "ret", "config": {"dataset": "ring8"}}).json()["id"]
         for step in (100, 200, 300):
             assert c.put(f"/api/runs/{run_id}/checkpoints/{step}", content=b"x" * step).status_code == 201
-        assert [x["step"] for x in c.get(f"/api/runs/{run_id}/checkpoints").json()["checkpoints"]] == [200, 300]
+        # Newest two, plus the newest at least 100 steps (200) and 200 steps (100) behind the newest.
+        assert [x["step"] for x in c.get(f"/api/runs/{run_id}/checkpoints").json()["checkpoints"]] == [100, 200, 300]
         # A NaN loss at step 250 opens an alert: the newest checkpoint before it (200) is where a rollback
         # would resume, so it stays however many newer ones arrive.
         r = c.post(f"/api/runs/{run_id}/metrics", json={"series": {"loss/d": {"steps": [250], "values": [None]}}})
@@ -41,7 +42,9 @@ def test_checkpoint_retention_keeps_the_newest_and_what_alerts_need(keep2: Serve
         for step in (400, 500, 600):
             assert c.put(f"/api/runs/{run_id}/checkpoints/{step}", content=b"x" * step).status_code == 201
         kept = [x["step"] for x in c.get(f"/api/runs/{run_id}/checkpoints").json()["checkpoints"]]
-        assert kept == [200, 500, 600], kept
+        # 600, 500 newest; 500, 400 and 200 as the 100/200/400-step reach; 200 also for the alert; 100 and
+        # 300 went as newer ones arrived.
+        assert kept == [200, 400, 500, 600], kept
         assert _files(keep2, run_id) == [f"step-{s:010d}.ckpt" for s in kept]
         latest = c.get(f"/api/runs/{run_id}/checkpoints/latest")
         assert latest.headers["x-ganscope-step"] == str(kept[-1]) and len(latest.content) == kept[-1]

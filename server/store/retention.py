@@ -1,7 +1,8 @@
 """Checkpoint and sample retention (GANSCOPE_KEEP_CHECKPOINTS, GANSCOPE_KEEP_SAMPLES).
 
-Checkpoints: a long run keeps its newest K and, for each of its alerts, the newest one before the alert's
-onset (where a rollback resumes from); the others go. Samples: see samples_to_drop.
+Checkpoints: a long run keeps its newest K, the newest at least 100, 200 and 400 steps behind the newest
+(an alert not yet opened dates its onset up to 400 steps back), and, for each of its alerts, the newest
+one before the alert's onset (where a rollback resumes from); the others go. Samples: see samples_to_drop.
 
 Without it every checkpoint stays (~5 MB each for a 64 px DCGAN, one per 500 steps by default) until the
 disk fills. Rows are deleted in the caller's transaction; files are removed only after it commits, so a
@@ -18,6 +19,11 @@ from sqlalchemy.orm import Session
 from ganscope.server.schema import Alert, Checkpoint, Sample
 
 
+# Steps behind the newest checkpoint at which one more is kept: the detectors date an onset at most
+# KEEP_STEPS (400) behind the newest step (server/detectors/engine.py).
+ROLLBACK_REACH = (100, 200, 400)
+
+
 def checkpoints_to_drop(session: Session, artifacts: Path, run_id: int, keep: int) -> list[Path]:
     """Delete the rows of checkpoints retention lets go; return their files, to unlink after commit.
     keep <= 0 keeps everything."""
@@ -28,6 +34,12 @@ def checkpoints_to_drop(session: Session, artifacts: Path, run_id: int, keep: in
     if len(steps) <= keep:
         return []
     kept = set(steps[-keep:])
+    # An alert opens some steps after its symptom's onset (up to the detectors' window), and a heal rolls
+    # back to a checkpoint before that onset: keep one as far back as each of these distances, so the
+    # alert that has not opened yet still finds one however often the run checkpoints.
+    for back in ROLLBACK_REACH:
+        before = [s for s in steps if s <= steps[-1] - back]
+        kept.add(before[-1] if before else steps[0])  # early in a run: the oldest, until one is that old
     for onset in session.scalars(select(Alert.first_step).where(Alert.run_id == run_id)):
         before = [s for s in steps if s < onset]
         if before:
