@@ -7,6 +7,9 @@ in-process; each metrics flush is judged by the detector engine exactly as inges
 Prints per signature: recall (provoked runs flagged with that id), the median / max delay from
 the symptom's onset in the raw metrics to the alert; then false alarms on healthy runs, the
 detectors' cost (what the detectors add to the server's ingest: `python -m bench.ingest`).
+Image runs (`shapes`) evaluate their samples every EVAL_EVERY steps (trainer/quality): each prints its
+quality curve's start and end (KID, recognisable, classes covered), and a healthy image run must be one
+whose quality measurably improves (KID down by a fifth or more) — its label is checked, not assumed.
 Last line: `recall <r> false_alarms <n> delay_p95 <steps>`.
 
 Usage: python -m bench.detect [--seeds 0,1] [--quick-only] [--max-minutes M]
@@ -15,6 +18,7 @@ Usage: python -m bench.detect [--seeds 0,1] [--quick-only] [--max-minutes M]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -129,11 +133,47 @@ PENDING: tuple[Scenario, ...] = tuple(
        if supports(loss="wgan_gp") else []))
 
 
+EVAL_EVERY = 50  # image runs here last 60–1500 steps: several evaluations each
+EVAL_SAMPLES = 128
+IMPROVES = 0.8  # a healthy image run ends at a KID at most this fraction of its first evaluation's
+
+
+def with_eval(sc: Scenario) -> Scenario:
+    """Image runs measure their samples (the ground truth the labels are checked against)."""
+    if sc.config.get("dataset") != "shapes":
+        return sc
+    return dataclasses.replace(sc, config={**sc.config, "eval_every": EVAL_EVERY, "eval_samples": EVAL_SAMPLES})
+
+
 def corpus(seeds: list[int], quick_only: bool) -> list[tuple[Scenario, int]]:
     jobs = [(sc, s) for s in seeds for sc in QUICK]
     if not quick_only:
         jobs += [(sc, seeds[0]) for sc in EXTRA + PENDING]
-    return jobs
+    return [(with_eval(sc), s) for sc, s in jobs]
+
+
+def quality_curve(o: Outcome) -> str | None:
+    """An image run's quality at its first and last evaluation, or None for a toy run / no evaluation."""
+    kid = o.metrics.get("quality/kid")
+    if kid is None or kid[0].size == 0:
+        return None
+    parts = [f"KID {kid[1][0]:.3g}→{kid[1][-1]:.3g} (steps {kid[0][0]}→{kid[0][-1]})"]
+    rec = o.metrics.get("quality/recognisable")
+    if rec is not None and rec[0].size:
+        parts.append(f"recognisable {rec[1][0]:.2f}→{rec[1][-1]:.2f}")
+    modes, total = o.metrics.get("quality/modes"), o.metrics.get("quality/modes_total")
+    if modes is not None and total is not None and modes[0].size:
+        parts.append(f"classes {modes[1][0]:.0f}→{modes[1][-1]:.0f}/{total[1][-1]:.0f}")
+    return ", ".join(parts)
+
+
+def improved(o: Outcome) -> bool | None:
+    """Did the image run's quality improve (KID at its end ≤ IMPROVES × its first)? None without two evaluations."""
+    kid = o.metrics.get("quality/kid")
+    if kid is None or kid[0].size < 2:
+        return None
+    first, last = float(kid[1][0]), float(np.median(kid[1][-2:]))
+    return bool(last <= IMPROVES * first)
 
 
 def report(outcomes: list[Outcome]) -> tuple[float, int, float]:
@@ -200,9 +240,20 @@ def main() -> None:
         mark = "healthy" if not sc.expect else "expect " + ",".join(sc.expect)
         onsets = ",".join(f"{o.onsets[s]}" for s in sc.expect) if sc.expect else "-"
         print(f"  {sc.name}/seed{seed} [{mark}] onset {onsets}: {fired}  {o.seconds:.1f}s", flush=True)
+        curve = quality_curve(o)
+        if curve:
+            print(f"      quality {curve}", flush=True)
     judge = sum(o.judge_s for o in outcomes)
     trained = sum(o.seconds for o in outcomes)
     recall, alarms, p95 = report(outcomes)
+    healthy_images = [o for o in outcomes if not o.scenario.expect and quality_curve(o)]
+    verdicts = [(o, improved(o)) for o in healthy_images]
+    print(f"\nimage ground truth: {sum(v is True for _, v in verdicts)}/{len(verdicts)} healthy image runs improved "
+          f"(KID at the end ≤ {IMPROVES:g} × the first evaluation)")
+    for o, v in verdicts:
+        if v is not True:
+            print(f"  label check: {o.scenario.name}/seed{o.seed} is labelled healthy but its quality "
+                  f"{'did not improve' if v is False else 'had fewer than two evaluations'}: {quality_curve(o)}")
     print(f"\ndetectors judged every flush in {judge:.2f}s of {trained:.0f}s training "
           f"({100 * judge / max(trained, 1e-9):.2f}%); wall {time.perf_counter() - t0:.0f}s, "
           f"CPU {time.process_time() - cpu0:.0f}s")
