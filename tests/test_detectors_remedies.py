@@ -208,3 +208,13 @@ def test_an_alerts_remedy_follows_its_latest_evidence():
     readings = a.evidence["fit"]["readings"]
     assert readings["toy/modes"]["state"] == "bad"
     assert a.remedy["config"]["minibatch_disc"] is True and a.remedy["config"]["g_steps"] == 1
+
+
+def test_d_overpowering_on_a_run_hot_in_both_nets_cools_g_too():
+    """shapes_saturated_tanh (lr 1.0 both, N(0, 10), no batch norm): D's rate alone brought to 2e-4 left G
+    at 1.0 and its tanh saturated (bench/remedy.py); both rates and the init come back."""
+    cfg = full({"dataset": "shapes", "image_size": 32, "batch_norm": False, "init_std": 10.0, "lr_d": 1.0,
+                "lr_g": 1.0})
+    r = catalog.remedy_for("d_overpowering", cfg)
+    assert r["config"]["lr_g"] == 2e-4 and r["config"]["lr_d"] == 2e-4 and r["config"]["init_std"] == 0.02
+    assert "init_std" not in catalog.remedy_for("d_overpowering", full({"lr_d": 2e-3}))["config"]
