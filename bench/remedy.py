@@ -12,7 +12,7 @@ remedy once (its own first alert's remedy, which resumes the ladder from the con
 Prints a table per remedied signature, every miss with why, and last `remedy_efficacy <fraction>` —
 first round; after escalation is on the line before it.
 
-Usage: python -m bench.remedy [--seeds 0] [--quick-only] [--only NAME,...] [--jobs 2] [--steps-scale 1]
+Usage: python -m bench.remedy [--seeds 0,1] [--quick-only] [--only NAME,...] [--jobs 2] [--steps-scale 1]
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def failing_corpus(seeds: list[int], quick_only: bool, only: set[str]) -> list[t
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", default="0", help="seeds of the quick corpus (extras run with the first)")
+    ap.add_argument("--seeds", default="0,1", help="seeds of the quick corpus (extras run with the first), as bench/detect.py")
     ap.add_argument("--quick-only", action="store_true", help="only tests/scenarios.py's QUICK recipes")
     ap.add_argument("--only", default="", help="comma-separated scenario names")
     ap.add_argument("--jobs", type=int, default=1, help="runs trained in parallel (one process each)")
