@@ -9,10 +9,11 @@ spread, toy fit; quality/* where logged), not by the detectors. Fixed = healthy 
 measures AND no alert on the relaunch ever failing. A relaunch still failing gets the escalated
 remedy once (its own first alert's remedy, which resumes the ladder from the config it was given).
 
-Prints a table per remedied signature, every miss with why, and last `remedy_efficacy <fraction>` —
-first round; after escalation is on the line before it.
+Prints a table per remedied signature (the signature whose remedy was applied), every miss with why, and
+last `remedy_efficacy <fraction>`: the first round, one relaunch with the remedy as proposed — what the
+issue asks of a remedy. The line before it, `after_escalation`, counts runs fixed by either relaunch.
 
-Usage: python -m bench.remedy [--seeds 0] [--quick-only] [--only NAME,...] [--jobs 2] [--steps-scale 1]
+Usage: python -m bench.remedy [--seeds 0,1] [--quick-only] [--only NAME,...] [--jobs 2] [--steps-scale 1]
 """
 
 from __future__ import annotations
@@ -195,7 +196,8 @@ def failing_corpus(seeds: list[int], quick_only: bool, only: set[str]) -> list[t
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", default="0", help="seeds of the quick corpus (extras run with the first)")
+    ap.add_argument("--seeds", default="0,1",
+                    help="seeds of the quick corpus (extras run with the first), as bench/detect.py")
     ap.add_argument("--quick-only", action="store_true", help="only tests/scenarios.py's QUICK recipes")
     ap.add_argument("--only", default="", help="comma-separated scenario names")
     ap.add_argument("--jobs", type=int, default=1, help="runs trained in parallel (one process each)")

@@ -41,7 +41,8 @@ def test_the_judge_reads_raw_series_not_alerts():
 
 def test_bench_prints_the_table_and_the_efficacy_line():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-m", "bench.remedy", "--only", "ring8_d_wins", "--no-escalate"],
+    out = subprocess.run([sys.executable, "-m", "bench.remedy", "--only", "ring8_d_wins", "--seeds", "0",
+                          "--no-escalate"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()

@@ -187,3 +187,34 @@ def test_d_at_chance_against_a_collapsed_g_gets_batch_statistics():
     spread = {**ev, "fit": {"state": "bad", "readings": {"toy/modes": {"level": 1.0, "state": "good"},
                                                          "toy/quality": {"level": 0.1, "state": "bad"}}}}
     assert "minibatch_disc" not in catalog.remedy_for("d_not_learning", cfg, spread)["config"]
+
+
+def test_an_alerts_remedy_follows_its_latest_evidence():
+    """A real run (bimodal_collapse_calm_d): D at chance opens before the fit measures show G on one mode.
+    The alert's remedy is re-tailored as its evidence changes, so what the user reads at the end names the
+    collapse (minibatch discrimination), not only G's pace."""
+    import tempfile
+
+    from tests.scenarios import QUICK, DetectingSink
+    from ganscope.trainer.loop import train
+
+    sc = next(s for s in QUICK if s.name == "bimodal_collapse_calm_d")
+    cfg = sc.job(0)
+    sink = DetectingSink(config=cfg.model_dump(mode="json"))
+    with tempfile.TemporaryDirectory() as wd:
+        train(cfg, sink, wd)
+    a = next(a for a in sink.det.history if a.signature == "d_not_learning")
+    assert a.remedy == catalog.remedy_for("d_not_learning", cfg.model_dump(mode="json"), a.evidence)
+    readings = a.evidence["fit"]["readings"]
+    assert readings["toy/modes"]["state"] == "bad"
+    assert a.remedy["config"]["minibatch_disc"] is True and a.remedy["config"]["g_steps"] == 1
+
+
+def test_d_overpowering_on_a_run_hot_in_both_nets_cools_g_too():
+    """shapes_saturated_tanh (lr 1.0 both, N(0, 10), no batch norm): D's rate alone brought to 2e-4 left G
+    at 1.0 and its tanh saturated (bench/remedy.py); both rates and the init come back."""
+    cfg = full({"dataset": "shapes", "image_size": 32, "batch_norm": False, "init_std": 10.0, "lr_d": 1.0,
+                "lr_g": 1.0})
+    r = catalog.remedy_for("d_overpowering", cfg)
+    assert r["config"]["lr_g"] == 2e-4 and r["config"]["lr_d"] == 2e-4 and r["config"]["init_std"] == 0.02
+    assert "init_std" not in catalog.remedy_for("d_overpowering", full({"lr_d": 2e-3}))["config"]

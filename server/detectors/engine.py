@@ -288,6 +288,9 @@ class RunDetector:
                     if sev != cur.severity:
                         cur.severities.append(sev)
                     cur.severity = sev
+                    # the remedy follows the evidence the alert now shows: a D at chance whose fit measures later
+                    # show G on one mode is told about the collapse too (bench/remedy.py's bimodal_collapse_calm_d)
+                    cur.remedy = tailor(sig, dict(self.config or {}), cur.evidence, self.kind)
                     changes.append(Change("update", cur, escalated))
             elif cur is not None and self._recovered(sig, cur):
                 cur.status = "closed"

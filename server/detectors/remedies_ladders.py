@@ -42,6 +42,10 @@ def _rates_for_d_ahead(lr_d: float, lr_g: float) -> list[Change]:
         new_g = DCGAN_LR
         out.append(C("lr_g", new_g, f"G's rate {lr_g:g} is too slow to answer D; DCGAN trains G at 2e-4",
                      "dcgan", "raise G's learning rate towards 2e-4"))
+    elif lr_g > 5 * DCGAN_LR:  # shapes_saturated_tanh: lr 1.0 for both; D's alone brought down left G's at 1.0
+        new_g = DCGAN_LR
+        out.append(C("lr_g", new_g, f"G's rate {lr_g:g} overshoots every step, so G cannot answer D either; "
+                     "DCGAN trains G at 2e-4", "dcgan", "lower G's learning rate to 2e-4"))
     if lr_d > new_g:
         new_d = min(new_g, DCGAN_LR) if lr_d > DCGAN_LR else new_g
         out.append(C("lr_d", new_d, f"D learned {lr_d / lr_g:.3g}× as fast as G; D no faster than G", "dcgan",
@@ -60,6 +64,11 @@ def _d_overpowering(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[
         first.append(C("d_steps", 1, f"{d_steps:g} D steps per G step multiply D's lead", "ganhacks",
                        "train D once per G step"))
     first += _rates_for_d_ahead(lr_d, lr_g)
+    init_std = _f(cfg, "init_std", kind, 0.02)
+    if current(cfg, "init", kind) in ("normal", MISSING) and init_std > 0.05:
+        first.append(C("init_std", 0.02, f"weights from N(0, {init_std:g}) saturate G's output from the first "
+                       "step, and D wins against a saturated G at once", "dcgan",
+                       "initialise weights from N(0, 0.02)"))
     if _bce(cfg, kind):
         first.append(C("label_smoothing", 0.9, "a one-sided real target of 0.9 keeps D from certainty", "salimans",
                        "use one-sided label smoothing: real target 0.9"))
