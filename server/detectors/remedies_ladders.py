@@ -303,13 +303,17 @@ def _wider(cfg: dict[str, Any], kind: str) -> list[Change]:
 def _quality_stalled(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list[list[Change]]:
     lr_d, lr_g = _f(cfg, "lr_d", kind, DCGAN_LR), _f(cfg, "lr_g", kind, DCGAN_LR)
     ahead = bool((ev.get("losses") or {}).get("d_ahead"))
+    # Five rungs whatever the config and evidence (an empty one is skipped), so a level recorded in
+    # remedy_of names the same rung when the relaunch's config recomputes the ladder.
     rungs: list[list[Change]] = []
     wider = _wider(cfg, kind)
-    if not _is_image(cfg) and _f(cfg, "toy_hidden", kind, 128) < 64:
-        # MLPs this narrow lack the capacity, whatever the trend says: a regressing 16-unit run given an EMA
-        # and halved rates ended at 0.09 (bench/remedy.py); wider, it fit
-        rungs.append(wider)
-    if ev.get("verdict") == "regressing":
+    narrow = not _is_image(cfg) and _f(cfg, "toy_hidden", kind, 128) < 64
+    # MLPs this narrow lack the capacity, whatever the trend says: a regressing 16-unit run given an EMA
+    # and halved rates ended at 0.09 (bench/remedy.py); wider, it fit
+    rungs.append(wider if narrow else [])
+    if ev.get("verdict") != "regressing":
+        rungs.append([])
+    else:
         decay, over = _ema_decay(cfg, kind)
         rungs.append([C("ema_g", decay, f"sampling from {over} of G's weights keeps the quality it had",
                         "ema", "keep an exponential moving average of G's weights and sample from it"),
@@ -325,10 +329,9 @@ def _quality_stalled(cfg: dict[str, Any], ev: dict[str, Any], kind: str) -> list
                              "augment real and fake images alike before D (DiffAugment)"))
         rung.append(C("lr_d", lr_g / 2, "D is ahead: D at half G's rate", "ttur", "set D's rate to half G's",
                       only_without="spectral_norm"))
-        rungs.append(rung)
+        rungs += [rung, []]
     else:
-        if wider:
-            rungs.append(wider)
+        rungs.append(wider or [])
         rungs.append([C("lr_d", 4e-4, "two time-scales: D at 4e-4", "ttur", "give D a faster rate than G (4e-4 "
                         "against 1e-4)"),
                       C("lr_g", 1e-4, "and G at 1e-4", "ttur", "give G the slower rate (1e-4)")])
