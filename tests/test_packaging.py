@@ -113,8 +113,16 @@ def test_wheel_installs_one_top_level_name_and_runs_from_it(tmp_path: Path) -> N
         z.extractall(tmp_path / "site")
     assert {n.split("/")[0] for n in names} == {"ganscope", wheel.name.split("-py")[0] + ".dist-info"}
     for want in ("ganscope/server/app.py", "ganscope/trainer/sdk.py", "ganscope/templates/run.html",
-                 "ganscope/static/js/run.js", "ganscope/server/migrations/versions/0001_initial.py"):
+                 "ganscope/static/js/run.js", "ganscope/server/migrations/versions/0001_initial.py",
+                 "ganscope/trainer/quality/shapes-classifier.pt"):
         assert want in names, want
+    # Every module of the checkout's packages is in the wheel (a subpackage missing from pyproject's list
+    # would install a product that fails on import).
+    for folder, prefix in (("server", "ganscope/server/"), ("trainer", "ganscope/trainer/"), ("ganscope", "ganscope/")):
+        for py in sorted((REPO / folder).rglob("*.py")):
+            rel = prefix + py.relative_to(REPO / folder).as_posix()
+            if "__pycache__" not in rel:
+                assert rel in names, f"{rel} is not in the wheel: add its package to pyproject.toml"
     probe = ("import sys, ganscope, ganscope.server.app as a\n"
              "from fastapi.testclient import TestClient\n"
              "from ganscope.server.settings import Settings\n"

@@ -233,3 +233,19 @@ def test_evaluating_never_changes_what_training_draws(tmp_path: Path, monkeypatc
         assert tr.run().status == "succeeded"
         nets.append(tr.state.g.state_dict())
     assert all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])  # bit-for-bit, as resume promises
+
+
+def test_the_package_ships_the_classifier_this_code_trains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first run reads the packaged classifier instead of training for minutes; it is keyed by the code,
+    so a change to the renderer or the training makes this fail until `python -m
+    ganscope.trainer.quality.shapes_clf` refreshes it."""
+    blob = torch.load(shapes_clf.SHIPPED, map_location="cpu", weights_only=True)
+    assert blob["key"] == shapes_clf.cache_key(), "refresh trainer/quality/shapes-classifier.pt"
+    monkeypatch.setenv("GANSCOPE_CACHE", str(tmp_path))  # an empty cache: a fresh machine
+    shapes_clf._LOADED.clear()
+    try:
+        net = shapes_clf.load_classifier()
+        assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), blob["state_dict"].values()))
+        assert not (tmp_path / "shapes-classifier").exists()  # a training would have cached its result
+    finally:
+        shapes_clf._LOADED.clear()
