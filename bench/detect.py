@@ -9,7 +9,7 @@ the symptom's onset in the raw metrics to the alert; then false alarms on health
 detectors' cost (what the detectors add to the server's ingest: `python -m bench.ingest`).
 Image runs (`shapes`) evaluate their samples every EVAL_EVERY steps (trainer/quality): each prints its
 quality curve's start and end (KID, recognisable, classes covered), and a healthy image run must be one
-whose quality measurably improves (KID down by a fifth or more) — its label is checked, not assumed.
+whose quality measurably improves (see `improved`) — its label is checked, not assumed.
 Last line: `recall <r> false_alarms <n> delay_p95 <steps>`.
 
 Usage: python -m bench.detect [--seeds 0,1] [--quick-only] [--max-minutes M]
@@ -46,6 +46,17 @@ def quality_fell(m: Metrics) -> int | None:
     return None
 
 
+def fit_lost(m: Metrics) -> int | None:
+    """After G fit the data (toy/fit under 0.5 standard deviations), the first evaluation at which it is a
+    whole standard deviation off again (toy/fit ≥ 1.0, the trainer's documented bad line)."""
+    s, f = m["toy/fit"]
+    fitted = np.flatnonzero(f < 0.5)
+    if fitted.size == 0:
+        return None
+    later = np.flatnonzero((np.arange(f.size) > fitted[0]) & (f >= 1.0))
+    return int(s[later[0]]) if later.size else None
+
+
 def hinge_d_wins(m: Metrics) -> int | None:
     s, ld = m["loss/d"]
     idx = np.flatnonzero(ld < 0.05)
@@ -72,8 +83,10 @@ EXTRA: tuple[Scenario, ...] = (
     Scenario("grid25_no_fit", {**TOY, "dataset": "grid25", "steps": 2000}, ("quality_stalled",), fit_stalled,
              "the quick corpus's grid25 run left longer: stalls at 1–3 of 25 modes, then loses them (toy/quality "
              "0.47 at best, 0 by step ~1,600 over 2,500 steps)"),
-    healthy("gauss1d_default", {"dataset": "gauss1d", "steps": 1500, "toy_every": 50},
-            "DCGAN defaults on one Gaussian: fits by step ~300 (quality 0.95–1.0) with D at chance, flat"),
+    Scenario("gauss1d_default", {"dataset": "gauss1d", "steps": 1500, "toy_every": 50}, ("quality_stalled",),
+             fit_lost, "DCGAN defaults on one Gaussian: fits by step ~300 (toy/fit 0.39) with D at chance, then "
+             "G narrows and drifts: toy/fit 0.4–1.2 from step ~750, past 1.0 by ~900 — while 0.95–1.0 of its "
+             "samples stay within 3σ (toy/quality, which labelled it healthy before toy/fit existed)"),
     healthy("trimodal_default", {"dataset": "trimodal1d", "steps": 1500, "toy_every": 50},
             "DCGAN defaults on three Gaussians: all three modes from step ~100, quality 0.4 → 0.95 in plateaus"),
     healthy("shapes_w16", {**IMG, "ngf": 16, "ndf": 16, "steps": 300}, "wider DCGAN"),
@@ -168,12 +181,17 @@ def quality_curve(o: Outcome) -> str | None:
 
 
 def improved(o: Outcome) -> bool | None:
-    """Did the image run's quality improve (KID at its end ≤ IMPROVES × its first)? None without two evaluations."""
+    """Did the image run's quality improve? On `shapes` the reference classifier says: recognisable up by 0.1
+    or two more attribute classes covered (the last two evaluations against the first); elsewhere KID at
+    its end ≤ IMPROVES × its first (the offline extractor's KID moves little on shapes: 16 → 14 while
+    recognisable went 0 → 0.62). None without two evaluations."""
     kid = o.metrics.get("quality/kid")
     if kid is None or kid[0].size < 2:
         return None
-    first, last = float(kid[1][0]), float(np.median(kid[1][-2:]))
-    return bool(last <= IMPROVES * first)
+    rec, modes = o.metrics.get("quality/recognisable"), o.metrics.get("quality/modes")
+    if rec is not None and modes is not None and rec[0].size >= 2:
+        return bool(np.median(rec[1][-2:]) >= rec[1][0] + 0.1 or np.median(modes[1][-2:]) >= modes[1][0] + 2)
+    return bool(float(np.median(kid[1][-2:])) <= IMPROVES * float(kid[1][0]))
 
 
 def report(outcomes: list[Outcome]) -> tuple[float, int, float]:
@@ -249,7 +267,7 @@ def main() -> None:
     healthy_images = [o for o in outcomes if not o.scenario.expect and quality_curve(o)]
     verdicts = [(o, improved(o)) for o in healthy_images]
     print(f"\nimage ground truth: {sum(v is True for _, v in verdicts)}/{len(verdicts)} healthy image runs improved "
-          f"(KID at the end ≤ {IMPROVES:g} × the first evaluation)")
+          f"(shapes: recognisable +0.1 or two more classes; else KID at the end ≤ {IMPROVES:g} × the first)")
     for o, v in verdicts:
         if v is not True:
             print(f"  label check: {o.scenario.name}/seed{o.seed} is labelled healthy but its quality "
