@@ -355,14 +355,16 @@ class Client:
         held: dict[Any, int] = {}
         held_ckpt: dict[Any, int] = {}
 
-        # (run, kind) with an entry pending: the later entries of that kind wait, so each kind keeps its order
-        # (a re-uploaded sample replaces the first; a repeated metric step keeps the first value).
-        kind_held: set[tuple[Any, str]] = set()
+        # (run, kind) -> failed attempts of its first pending entry: the later entries of that kind wait, so each
+        # kind keeps its order (a re-uploaded sample replaces the first; a repeated metric step keeps the first
+        # value). They share that entry's attempts, so they stop holding barriers (and flush) with it, not one
+        # after the other; past `entry_attempts` failures it no longer holds its kind back either.
+        kind_held: dict[tuple[Any, str], int] = {}
 
-        def hold(kind: str, run: Any, seq: int) -> None:
+        def hold(kind: str, run: Any, seq: int, attempts: int) -> None:
             table = held_ckpt if kind == "checkpoint" else held
             table[run] = min(table.get(run, seq), seq)
-            kind_held.add((run, kind))
+            kind_held.setdefault((run, kind), attempts)
 
         busy_in_row = 0
         busy_kind: dict[str, int] = {}
@@ -377,24 +379,29 @@ class Client:
                     self.spool.reject(entry, f"{entry.kind} for run key {key}: {self._dead_keys[key]}")
                     progressed = True
                 else:
-                    hold(entry.kind, key, entry.seq)
+                    hold(entry.kind, key, entry.seq, attempts)
                 continue
             run_id = header.get("run_id", header.get("run_key"))
             waits = entry.kind in _BARRIERS and (
                 held.get(run_id, entry.seq) < entry.seq
                 or (entry.kind == "finish" and held_ckpt.get(run_id, entry.seq) < entry.seq))
+            first_attempts = kind_held.get((run_id, entry.kind))
+            if first_attempts is not None:
+                waits = True
+                if first_attempts > attempts:
+                    attempts = first_attempts
+                    self._deferred[entry.seq] = (attempts, next_at)
             # Three 503s of this kind in this pass: its storage is failing; the rest of it waits.
-            waits = waits or (run_id, entry.kind) in kind_held
             if next_at > time.monotonic() or waits or busy_kind.get(entry.kind, 0) >= 3:
                 if attempts < self.entry_attempts:
-                    hold(entry.kind, run_id, entry.seq)
+                    hold(entry.kind, run_id, entry.seq, attempts)
                 continue
             outcome, why, resp = self._send(entry, header, offset, size)
             busy_in_row = busy_in_row + 1 if outcome == BUSY else 0
             if outcome == BUSY:
                 busy_kind[entry.kind] = busy_kind.get(entry.kind, 0) + 1
-                if self._defer(entry, attempts, why, run_id, quiet=busy_in_row >= 3) < self.entry_attempts:
-                    hold(entry.kind, run_id, entry.seq)
+                if (failed := self._defer(entry, attempts, why, run_id, quiet=busy_in_row >= 3)) < self.entry_attempts:
+                    hold(entry.kind, run_id, entry.seq, failed)
             if outcome == DOWN or (busy_in_row >= 3 and not progressed):
                 # Unreachable, or everything answers 503: the server as a whole is unavailable. (503s after
                 # a delivery in this pass are one kind's storage failing, not the server.)
@@ -411,8 +418,8 @@ class Client:
                 if resp is not None and entry.kind == "metrics":
                     self._report_action(run_id, resp)
             elif outcome == RETRY and attempts + 1 < self.entry_attempts:
-                if self._defer(entry, attempts, why, run_id) < self.entry_attempts:
-                    hold(entry.kind, run_id, entry.seq)
+                if (failed := self._defer(entry, attempts, why, run_id)) < self.entry_attempts:
+                    hold(entry.kind, run_id, entry.seq, failed)
                 continue
             else:
                 dest = self.spool.reject(entry, f"{entry.kind} {header.get('method')} {header.get('path')}: {why}")
