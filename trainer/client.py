@@ -30,6 +30,14 @@ earlier entry of that run is pending: the server sees a final status, or a resum
 the points it covers. An entry that has failed `entry_attempts` times no longer holds them back
 (it keeps retrying on its own).
 
+Replay order (issue 14, disk pressure): each pass sends creations, config changes and metric batches
+first, then samples and snapshots, then checkpoints, then finishes; each kind in its own spool order
+(per run, an entry of a kind still pending holds back the later ones of that kind).
+So when the artifacts disk fills (the server answers 503 to images and uploads while it still stores
+metrics), and when space returns, the light metric batches are never stuck behind a backlog of images.
+A `finish` or `checkpoint` still waits for the *earlier* (lower sequence) pending entries of its run.
+After three 503 answers of one kind in a pass, the rest of that kind waits for the next pass.
+
 This module imports no torch: the SDK uses it inside any training script.
 """
 
@@ -55,6 +63,8 @@ OK, DOWN, BUSY, RETRY, REJECT = "ok", "down", "busy", "retry", "reject"
 _DOWN_CODES = {401, 403, 502, 504}
 _BUSY_CODES = {408, 429, 503}
 _BARRIERS = ("checkpoint", "finish")  # sent only after the earlier entries of their run (see _pass)
+# Replay priority within a pass (lower first); creation first, the run's barriers last (see the docstring).
+_PRIORITY = {"create": 0, "config": 0, "metrics": 0, "sample": 1, "snapshot": 1, "checkpoint": 2, "finish": 3}
 _STREAM_ABOVE = 8 << 20  # bodies larger than this are streamed from the spool file, not read into memory
 ActionCallback = Callable[[int, str, "str | None"], None]
 CreatedCallback = Callable[[str, int, "dict[str, Any]"], None]  # (run key, run id, the server's answer)
@@ -340,10 +350,25 @@ class Client:
     def _pass(self, entries: list[Entry]) -> bool:
         """Try each due entry in order; True if any was delivered or rejected."""
         progressed = False
-        held: set[int] = set()  # runs with an earlier data entry pending: their checkpoint and finish wait
-        held_ckpt: set[int] = set()  # runs with an earlier checkpoint pending: their finish waits
+        # run -> lowest pending seq of its data entries / of its checkpoints: a barrier waits for those
+        # *before* it (the pass is not in seq order, so "pending" alone would also count later entries).
+        held: dict[Any, int] = {}
+        held_ckpt: dict[Any, int] = {}
+
+        # (run, kind) -> failed attempts of its first pending entry: the later entries of that kind wait, so each
+        # kind keeps its order (a re-uploaded sample replaces the first; a repeated metric step keeps the first
+        # value). They share that entry's attempts, so they stop holding barriers (and flush) with it, not one
+        # after the other; past `entry_attempts` failures it no longer holds its kind back either.
+        kind_held: dict[tuple[Any, str], int] = {}
+
+        def hold(kind: str, run: Any, seq: int, attempts: int) -> None:
+            table = held_ckpt if kind == "checkpoint" else held
+            table[run] = min(table.get(run, seq), seq)
+            kind_held.setdefault((run, kind), attempts)
+
         busy_in_row = 0
-        for entry in entries:
+        busy_kind: dict[str, int] = {}
+        for entry in sorted(entries, key=lambda e: (_PRIORITY.get(e.kind, 1), e.seq)):
             if self._stop.is_set():
                 break
             attempts, next_at = self._deferred.get(entry.seq, (0, 0.0))
@@ -354,21 +379,32 @@ class Client:
                     self.spool.reject(entry, f"{entry.kind} for run key {key}: {self._dead_keys[key]}")
                     progressed = True
                 else:
-                    held.add(key)
+                    hold(entry.kind, key, entry.seq, attempts)
                 continue
             run_id = header.get("run_id", header.get("run_key"))
-            waits = entry.kind in _BARRIERS and (run_id in held or (entry.kind == "finish" and run_id in held_ckpt))
-            if next_at > time.monotonic() or waits:
+            waits = entry.kind in _BARRIERS and (
+                held.get(run_id, entry.seq) < entry.seq
+                or (entry.kind == "finish" and held_ckpt.get(run_id, entry.seq) < entry.seq))
+            first_attempts = kind_held.get((run_id, entry.kind))
+            if first_attempts is not None:
+                waits = True
+                if first_attempts > attempts:
+                    attempts = first_attempts
+                    self._deferred[entry.seq] = (attempts, next_at)
+            # Three 503s of this kind in this pass: its storage is failing; the rest of it waits.
+            if next_at > time.monotonic() or waits or busy_kind.get(entry.kind, 0) >= 3:
                 if attempts < self.entry_attempts:
-                    (held_ckpt if entry.kind == "checkpoint" else held).add(run_id)
+                    hold(entry.kind, run_id, entry.seq, attempts)
                 continue
             outcome, why, resp = self._send(entry, header, offset, size)
             busy_in_row = busy_in_row + 1 if outcome == BUSY else 0
             if outcome == BUSY:
-                if self._defer(entry, attempts, why, run_id, quiet=busy_in_row >= 3) < self.entry_attempts:
-                    (held_ckpt if entry.kind == "checkpoint" else held).add(run_id)
-            if outcome == DOWN or busy_in_row >= 3:
-                # Unreachable, or everything answers 503: the server as a whole is unavailable.
+                busy_kind[entry.kind] = busy_kind.get(entry.kind, 0) + 1
+                if (failed := self._defer(entry, attempts, why, run_id, quiet=busy_in_row >= 3)) < self.entry_attempts:
+                    hold(entry.kind, run_id, entry.seq, failed)
+            if outcome == DOWN or (busy_in_row >= 3 and not progressed):
+                # Unreachable, or everything answers 503: the server as a whole is unavailable. (503s after
+                # a delivery in this pass are one kind's storage failing, not the server.)
                 self._went_down(why)
                 return progressed
             if outcome == BUSY:
@@ -382,8 +418,8 @@ class Client:
                 if resp is not None and entry.kind == "metrics":
                     self._report_action(run_id, resp)
             elif outcome == RETRY and attempts + 1 < self.entry_attempts:
-                if self._defer(entry, attempts, why, run_id) < self.entry_attempts:
-                    (held_ckpt if entry.kind == "checkpoint" else held).add(run_id)
+                if (failed := self._defer(entry, attempts, why, run_id)) < self.entry_attempts:
+                    hold(entry.kind, run_id, entry.seq, failed)
                 continue
             else:
                 dest = self.spool.reject(entry, f"{entry.kind} {header.get('method')} {header.get('path')}: {why}")
@@ -440,7 +476,7 @@ class Client:
 
     def _came_up(self) -> None:
         if self._down_reason is not None:
-            log.info("server accepting data again: replaying %d spooled entries in order", self.spool.count())
+            log.info("server accepting data again: replaying %d spooled entries (metrics first)", self.spool.count())
             self._down_reason = None
             # Entries deferred during the outage are due now, so the replay keeps their order.
             self._deferred = {seq: (att, 0.0) for seq, (att, _) in self._deferred.items()}

@@ -21,6 +21,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
+from ganscope.server.api import storage_stall
 from ganscope.server.api.common import (
     json_response,
     json_limit, not_found, parse_json, read_body, storage_errors, unprocessable, upload_limit,
@@ -191,7 +192,7 @@ async def post_sample(run_id: RunId, request: Request, _: Authorized, db: DB, br
         raise HTTPException(415, "body is not a PNG image (send the raw PNG bytes as image/png)")
 
     def save() -> str:
-        with storage_errors("saving a sample"), db.write() as s:
+        with storage_stall.watch(db, settings, run_id, broker), storage_errors("saving a sample"), db.write() as s:
             run = get_run(s, run_id)
             if run is None:
                 raise not_found(run_id)
@@ -199,6 +200,7 @@ async def post_sample(run_id: RunId, request: Request, _: Authorized, db: DB, br
             url = artifacts.save_sample(s, settings.artifacts_dir, run_id, step, kind, png)
             doomed = retention.samples_to_drop(s, settings.artifacts_dir, run_id, kind, settings.keep_samples)
         retention.unlink_all(doomed)  # after the commit
+        storage_stall.stored(run_id)
         return url
 
     url = await run_in_threadpool(save)
@@ -246,7 +248,7 @@ def _must_exist(db: Database, run_id: int) -> None:
             openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"}}}}})
 async def put_checkpoint(run_id: RunId, step: StepParam, request: Request, _: Authorized, db: DB,
-                         settings: SettingsDep) -> Response:
+                         settings: SettingsDep, broker: BrokerDep) -> Response:
     """Raw checkpoint bytes for a step, streamed to disk (never held whole in memory). 201 {step, size}."""
     if step < 0:
         raise unprocessable([(["path", "step"], "step must be >= 0")])
@@ -257,12 +259,13 @@ async def put_checkpoint(run_id: RunId, step: StepParam, request: Request, _: Au
         raise HTTPException(413, f"checkpoint of {declared} bytes exceeds this server's limit of {limit} bytes")
     final = settings.artifacts_dir / artifacts.checkpoint_rel(run_id, step)
     size = 0
-    with storage_errors("saving a checkpoint"):
+    with storage_stall.watch(db, settings, run_id, broker), storage_errors("saving a checkpoint"):
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
     tmp = Path(tmp_name)
     try:
-        with storage_errors("saving a checkpoint"), os.fdopen(fd, "wb") as f:
+        with storage_stall.watch(db, settings, run_id, broker), storage_errors("saving a checkpoint"), \
+                os.fdopen(fd, "wb") as f:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
@@ -273,7 +276,8 @@ async def put_checkpoint(run_id: RunId, step: StepParam, request: Request, _: Au
             raise unprocessable([(["body"], "checkpoint body is empty")])
 
         def record() -> None:
-            with storage_errors("saving a checkpoint"), db.write() as s:
+            with storage_stall.watch(db, settings, run_id, broker), storage_errors("saving a checkpoint"), \
+                    db.write() as s:
                 run = get_run(s, run_id, lock=True)
                 if run is None:
                     raise not_found(run_id)
@@ -281,6 +285,7 @@ async def put_checkpoint(run_id: RunId, step: StepParam, request: Request, _: Au
                 artifacts.record_checkpoint(s, run, step, size)
                 doomed = retention.checkpoints_to_drop(s, settings.artifacts_dir, run_id, settings.keep_checkpoints)
             retention.unlink_all(doomed)  # after the commit: never a row without its file
+            storage_stall.stored(run_id)
 
         await run_in_threadpool(record)
     finally:
