@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import chromium_path, launch_browser
 from tests.harness import (
     ServerProc, WorkerProc, create_pg_database, drop_pg_database, pg_available, start_server, start_worker,
 )
@@ -72,3 +73,12 @@ def spawn_worker(home: Path, workers: list[WorkerProc]):
         workers.append(w)
         return w
     return spawn
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium, one per test module (tests/browser.py launches it)."""
+    if not chromium_path():
+        pytest.skip("chromium is not installed")
+    with launch_browser() as b:
+        yield b

@@ -6,20 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import chromium_path, launch_browser, watched_page
+from tests.browser import watched_page
 from tests.test_browser_dashboard import shot
 
 pytestmark = pytest.mark.browser
 VIEW = (1400, 900)
 N = 600
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not chromium_path():
-        pytest.skip("chromium is not installed")
-    with launch_browser() as b:
-        yield b
 
 
 def _in_view(page, selector: str) -> bool:

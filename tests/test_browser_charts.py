@@ -8,20 +8,12 @@ import time
 
 import pytest
 
-from tests.browser import chromium_path, launch_browser, watched_page
+from tests.browser import watched_page
 
 pytestmark = pytest.mark.browser
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LAYERS_D = ["conv1", "bn2", "conv2", "bn3", "conv3", "bn4", "conv4", "conv5"]
 LAYERS_G = ["convT1", "bn1", "convT2", "bn2", "convT3", "bn3", "convT4", "convT5"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not chromium_path():
-        pytest.skip("chromium is not installed")
-    with launch_browser() as b:
-        yield b
 
 
 def _post(c, run_id: int, series: dict) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.browser import chromium_path, launch_browser, watched_page
+from tests.browser import watched_page
 from tests.harness import start_server, wait_for
 
 pytestmark = pytest.mark.browser
@@ -35,14 +35,6 @@ CORE_CHARTS = ["d_loss", "g_loss", "pred", "grad_first", "grad_d_heat", "grad_g_
 CHARTS_STATE = """() => { const out = {}; for (const [k, c] of window.ganscope.charts || []) {
   const steps = Object.values(c.lastStep); out[k] = {n: c.pointCount(), drawn: !!c.drawn,
   last: steps.length ? Math.max(...steps) : -1, names: c.names}; } return out; }"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not chromium_path():
-        pytest.skip("chromium is not installed")
-    with launch_browser() as b:
-        yield b
 
 
 def ready(page, timeout: float = 60_000) -> None:

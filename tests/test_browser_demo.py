@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ganscope.up import DEMO_FAILING_JOB, DEMO_JOB
-from tests.browser import chromium_path, launch_browser, watched_page
+from tests.browser import watched_page
 from tests.harness import wait_for
 from tests.test_browser_alerts import VIEW, _in_view
 
@@ -15,14 +15,6 @@ pytestmark = pytest.mark.browser
 # The demo's model and recipes as `make up` queues them; shorter, and evaluated more often (on fewer
 # images) so a test sees several evaluations within a minute of one CPU core.
 SHORT = {"steps": 300, "eval_every": 50, "eval_samples": 128, "device": "cpu"}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not chromium_path():
-        pytest.skip("chromium is not installed")
-    with launch_browser() as b:
-        yield b
 
 
 @pytest.mark.timeout(600)

@@ -7,17 +7,9 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from tests.browser import chromium_path, launch_browser, watched_page
+from tests.browser import watched_page
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not chromium_path():
-        pytest.skip("chromium is not installed")
-    with launch_browser() as b:
-        yield b
 
 
 def test_docs_render_with_no_request_leaving_the_machine(server, browser) -> None:

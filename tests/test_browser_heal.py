@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser import chromium_path, launch_browser, watched_page
+from tests.browser import watched_page
 from tests.harness import wait_for
 from tests.test_browser_dashboard import shot
 from tests.test_heal import D_WINS, FINAL
@@ -15,14 +15,6 @@ pytestmark = pytest.mark.browser
 
 MARKERS = """(id) => [...window.ganscope.charts.values()].map((c) =>
     ((c.div.layout && c.div.layout.shapes) || []).some((s) => s.name === 'event-' + id))"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not chromium_path():
-        pytest.skip("chromium is not installed")
-    with launch_browser() as b:
-        yield b
 
 
 def _check_page(page, ev: dict) -> None:

@@ -9,17 +9,9 @@ import pytest
 
 from ganscope.server.launch_form import GROUPS, group_of
 from ganscope.trainer.config import knob_catalog
-from tests.browser import chromium_path, launch_browser, watched_page
+from tests.browser import watched_page
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not chromium_path():
-        pytest.skip("chromium is not installed")
-    with launch_browser() as b:
-        yield b
 
 
 def test_every_bad_field_is_named_in_one_answer(server) -> None:

@@ -17,7 +17,7 @@ import time
 import httpx
 import pytest
 
-from tests.browser import chromium_path, launch_browser, watched_page
+from tests.browser import watched_page
 from tests.harness import wait_for
 
 pytestmark = pytest.mark.browser
@@ -27,14 +27,6 @@ EVERY = {"loss/d": 1, "loss/g": 1, "pred/real": 1, "pred/fake": 1, "score/real":
          "grad/d/conv2": 5, "grad/g/convT1": 5, "grad/g/convT2": 5, "update/d/conv1": 5, "update/g/convT1": 5,
          "sample/diversity": 5, "perf/step_s": 250, "perf/img_s": 250, "lr/d": 250, "lr/g": 250,
          "quality/fid": 1000, "toy/fit": 500}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not chromium_path():
-        pytest.skip("chromium is not installed")
-    with launch_browser() as b:
-        yield b
 
 
 def _batch(lo: int, hi: int) -> dict:

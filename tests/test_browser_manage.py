@@ -7,18 +7,10 @@ import re
 
 import pytest
 
-from tests.browser import chromium_path, launch_browser, watched_page
+from tests.browser import watched_page
 
 pytestmark = pytest.mark.browser
 LONG_NAMES = ["D overpowers G on ring8", "capacity imbalance (unnamed layers)", "averyveryverylongsinglewordname"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not chromium_path():
-        pytest.skip("chromium is not installed")
-    with launch_browser() as b:
-        yield b
 
 
 def _ready(page) -> None:

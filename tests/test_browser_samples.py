@@ -6,20 +6,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.browser import chromium_path, launch_browser, watched_page
+from tests.browser import watched_page
 from tests.harness import wait_for
 
 pytestmark = pytest.mark.browser
 TINY_IMAGES = {"name": "tiny images", "dataset": "shapes", "image_size": 16, "batch_size": 8, "ngf": 8, "ndf": 8,
                "nz": 16, "steps": 12, "sample_every": 4, "checkpoint_every": 6, "flush_every": 4, "device": "cpu"}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not chromium_path():
-        pytest.skip("chromium is not installed")
-    with launch_browser() as b:
-        yield b
 
 
 def test_real_grid_beside_g_lightbox_and_labelled_walk(server, spawn_worker, browser) -> None:

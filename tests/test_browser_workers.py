@@ -9,21 +9,13 @@ import httpx
 import pytest
 
 from ganscope import __version__
-from tests.browser import chromium_path, launch_browser, watched_page
+from tests.browser import watched_page
 from tests.harness import wait_for
 from tests.test_browser_dashboard import shot
 
 pytestmark = pytest.mark.browser
 LONG_TOY = {"dataset": "ring8", "steps": 100_000, "batch_size": 16, "toy_hidden": 8, "toy_layers": 1,
             "toy_every": 500, "flush_every": 25, "checkpoint_every": 1_000_000, "device": "cpu"}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not chromium_path():
-        pytest.skip("chromium is not installed")
-    with launch_browser() as b:
-        yield b
 
 
 def test_workers_page_queue_priorities_and_a_queued_runs_standing(server, spawn_worker, browser) -> None:
