@@ -16,18 +16,20 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
-from collections.abc import Callable
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+# Run as a script (python bench/x.py) or a module: the checkout's root holds the `bench` package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.timing import Clock, add_clock_options, clock_from  # noqa: E402
+
 from ganscope.trainer.config import JobConfig
 from ganscope.trainer.loop import Trainer
 from ganscope.trainer.sink import MemorySink
 
-Clock = Callable[[], float]
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "hinge": {"loss": "hinge"},
@@ -68,16 +70,12 @@ def main(argv: list[str] | None = None) -> float:
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="wall time, or this process's CPU time (steadier on a shared machine; with --threads 1)")
+    add_clock_options(ap)
     ap.add_argument("--quick", action="store_true", help="smoke run: 16px, batch 16, 2 reps of 2 steps")
     args = ap.parse_args(argv)
     if args.quick:
         args.image_size, args.batch, args.reps, args.steps, args.warmup = 16, 16, 2, 2, 1
-    clock: Clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    clock = clock_from(args)
 
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:

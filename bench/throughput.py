@@ -18,11 +18,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+# Run as a script (python bench/x.py) or a module: the checkout's root holds the `bench` package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.timing import Clock, add_clock_options, clock_from  # noqa: E402
 from torch import nn
 
 from ganscope.trainer.config import JobConfig
@@ -32,7 +36,6 @@ from ganscope.trainer.loop import Trainer
 from ganscope.trainer.models import build_models, z_shape
 from ganscope.trainer.sink import MemorySink
 
-Clock = Callable[[], float]
 
 
 class PlainDCGAN:
@@ -104,14 +107,9 @@ def main(argv: list[str] | None = None) -> float:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--amp", action="store_true", help="bf16 autocast for our loop (CUDA only)")
     ap.add_argument("--channels-last", action="store_true", help="channels_last for our loop (CUDA only)")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="wall time, or this process's CPU time (steadier on a shared machine; use with "
-                         "--threads 1, since idle-spinning threads would count)")
+    add_clock_options(ap)
     args = ap.parse_args(argv)
-    clock: Clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    clock = clock_from(args)
     device = resolve_device(args.device)
     cfg = JobConfig(dataset="shapes", image_size=args.image_size, batch_size=args.batch, steps=10**6,
                     probe_every=1, flush_every=50, sample_every=10**6, checkpoint_every=10**6,

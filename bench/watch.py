@@ -22,17 +22,15 @@ import math
 import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.timing import Clock, add_clock_options, clock_from  # noqa: E402
 from ganscope.trainer import sdk  # noqa: E402
 
-Clock = Callable[[], float]
 
 
 def weights_init(m: nn.Module) -> None:
@@ -138,16 +136,12 @@ def main(argv: list[str] | None = None) -> float:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--server", default=None, help="a ganscope server to log to (default: start one here)")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="wall time, or this process's CPU time (with --threads 1; counts the SDK's threads too)")
+    add_clock_options(ap, "; the SDK's threads count too")
     ap.add_argument("--quick", action="store_true", help="16px, batch 16, 2 x 2 steps: check that it runs")
     args = ap.parse_args(argv)
     if args.quick:
         args.image_size, args.batch, args.steps, args.reps, args.warmup = 16, 16, 2, 2, 1
-    clock: Clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    clock = clock_from(args)
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         server = None
