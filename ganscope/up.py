@@ -25,13 +25,14 @@ DEMO_NAME = "demo: shapes 32px"
 DEMO_FAILING_NAME = "demo: shapes 32px, D overpowering"
 # Sized to learn visibly on a laptop CPU in minutes: 32-px images and narrow nets (about 0.1 s a
 # step on one busy core), a sample grid every 100 steps so the dashboard's timeline fills in, and a quality
-# evaluation every 100 steps (quality/recognisable, quality/modes: the shapes classifier's ground truth).
+# evaluation every 125 steps (quality/recognisable, quality/modes: the shapes classifier's ground truth; 12 over
+# the run, and 4% of training time on a quiet 2-core CPU where every 100 cost 5.3%: bench.quality).
 # 1,500 steps: its best stretch. Measured (bench.detect's shapes_demo, bench.demo): recognisable 0 → 0.62 and
 # 7 of 9 classes by step 1,500; run on to 4,000 it fell back to 0.35 (the learning verdict said regressing).
 DEMO_JOB: dict[str, Any] = {
     "name": DEMO_NAME, "dataset": "shapes", "image_size": 32, "nz": 64, "ngf": 16, "ndf": 16,
     "batch_size": 32, "steps": 1500, "sample_every": 100, "checkpoint_every": 500, "probe_every": 5,
-    "flush_every": 25, "device": "auto", "eval_every": 100, "eval_samples": 256,
+    "flush_every": 25, "device": "auto", "eval_every": 125, "eval_samples": 256,
 }
 # The same model with D given ten times G's learning rate and three updates per step: D wins within a
 # minute or two and d_overpowering fires; on_failure "stop" then ends it (the dashboard shows why).
