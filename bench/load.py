@@ -130,9 +130,12 @@ def main() -> int:
         time.sleep(args.warmup)
         rss_warm = rss_mb(server.proc.pid)
         measuring.set()
-        time.sleep(args.seconds)
+        timeline = [rss_warm]  # every tenth of the measured time: flat, or still climbing at the end?
+        for _ in range(10):
+            time.sleep(args.seconds / 10)
+            timeline.append(rss_mb(server.proc.pid))
         measuring.clear()
-        rss_end = rss_mb(server.proc.pid)
+        rss_end = timeline[-1]
         stop.set()
         for s in stalled:
             s.close()
@@ -145,6 +148,7 @@ def main() -> int:
     print(f"db {args.db}: {len(reads)} reads p50 {np.percentile(reads, 50):.1f} ms p99 {np.percentile(reads, 99):.1f} ms; "
           f"{len(ingests)} ingests p50 {np.percentile(ingests, 50):.1f} ms p99 {np.percentile(ingests, 99):.1f} ms")
     print(f"errors (5xx or transport) {stats.errors}; server RSS {rss_warm:.1f} MB after warm-up, {rss_end:.1f} MB at end")
+    print("server RSS every tenth of the measured time (MB): " + " ".join(f"{x:.0f}" for x in timeline))
     print(f"load_p99_ms {np.percentile(reads, 99):.1f} errors {stats.errors} rss_growth_mb {rss_end - rss_warm:.1f}")
     return 0
 

@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ganscope.server.db import Database
 from ganscope.server.live import Broker
+from ganscope.server.memory import limit_malloc_arenas
 from ganscope.server.settings import Settings, get_settings
 
 log = logging.getLogger("ganscope.server")
@@ -23,6 +24,7 @@ STATIC_DIR = ROOT / "static"
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    limit_malloc_arenas()  # before any request thread: see server/memory.py
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
