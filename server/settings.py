@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     keep_samples: int = Field(
         2000, ge=0, description="Sample images kept per run and kind; beyond, older ones are thinned so the "
                                 "timeline still spans the run (the newest half stay dense); 0 keeps all.")
+    reserve_mb: float = Field(
+        32.0, ge=0, description="Free space kept on the data disk for run status: below it, metrics, images, "
+                                "snapshots and checkpoints answer 503 (the worker spools them) while heartbeats, "
+                                "stops and final statuses still write; 0 turns the reserve off.")
     stall_seconds: float = Field(60.0, description="A running job whose worker is silent this long is requeued.")
     sdk_stall_seconds: float = Field(
         3600.0, description="An SDK run with no data nor heartbeat this long is marked failed.")

@@ -27,8 +27,8 @@ the spool folder (`run-keys.json`, so a later replay still knows it), and fills 
 an entry whose run is not created yet waits. If the server refuses the creation, the run's entries are
 moved to `rejected/` with that reason. A run's `finish` and `checkpoint` entries wait while an
 earlier entry of that run is pending: the server sees a final status, or a resume point, only after
-the points it covers. An entry that has failed `entry_attempts` times no longer holds them back
-(it keeps retrying on its own).
+the points it covers. An image, snapshot or checkpoint that has failed `entry_attempts` times no longer
+holds them back (it keeps retrying on its own); metric batches and config changes always do.
 
 Replay order (issue 14, disk pressure): each pass sends creations, config changes and metric batches
 first, then samples and snapshots, then checkpoints, then finishes; each kind in its own spool order
@@ -63,6 +63,10 @@ OK, DOWN, BUSY, RETRY, REJECT = "ok", "down", "busy", "retry", "reject"
 _DOWN_CODES = {401, 403, 502, 504}
 _BUSY_CODES = {408, 429, 503}
 _BARRIERS = ("checkpoint", "finish")  # sent only after the earlier entries of their run (see _pass)
+# Entries that hold their run's barriers however often they fail: a finish sent ahead of them would make the
+# server refuse them (409, a finished run takes no more data) and their points would be lost. Images may be
+# given up on after `entry_attempts`, so a run whose artifact disk stays full can still end.
+_ALWAYS_HOLD = ("create", "config", "metrics")
 # Replay priority within a pass (lower first); creation first, the run's barriers last (see the docstring).
 _PRIORITY = {"create": 0, "config": 0, "metrics": 0, "sample": 1, "snapshot": 1, "checkpoint": 2, "finish": 3}
 _STREAM_ABOVE = 8 << 20  # bodies larger than this are streamed from the spool file, not read into memory
@@ -361,6 +365,9 @@ class Client:
         # after the other; past `entry_attempts` failures it no longer holds its kind back either.
         kind_held: dict[tuple[Any, str], int] = {}
 
+        def gives_way(kind: str, attempts: int) -> bool:
+            return attempts >= self.entry_attempts and kind not in _ALWAYS_HOLD
+
         def hold(kind: str, run: Any, seq: int, attempts: int) -> None:
             table = held_ckpt if kind == "checkpoint" else held
             table[run] = min(table.get(run, seq), seq)
@@ -393,14 +400,15 @@ class Client:
                     self._deferred[entry.seq] = (attempts, next_at)
             # Three 503s of this kind in this pass: its storage is failing; the rest of it waits.
             if next_at > time.monotonic() or waits or busy_kind.get(entry.kind, 0) >= 3:
-                if attempts < self.entry_attempts:
+                if not gives_way(entry.kind, attempts):
                     hold(entry.kind, run_id, entry.seq, attempts)
                 continue
             outcome, why, resp = self._send(entry, header, offset, size)
             busy_in_row = busy_in_row + 1 if outcome == BUSY else 0
             if outcome == BUSY:
                 busy_kind[entry.kind] = busy_kind.get(entry.kind, 0) + 1
-                if (failed := self._defer(entry, attempts, why, run_id, quiet=busy_in_row >= 3)) < self.entry_attempts:
+                failed = self._defer(entry, attempts, why, run_id, quiet=busy_in_row >= 3)
+                if not gives_way(entry.kind, failed):
                     hold(entry.kind, run_id, entry.seq, failed)
             if outcome == DOWN or (busy_in_row >= 3 and not progressed):
                 # Unreachable, or everything answers 503: the server as a whole is unavailable. (503s after

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from ganscope.server.db import Database
+from ganscope.server.disk_room import LowDiskSpace
 from ganscope.server.live import Broker
 from ganscope.server.schema import Run
 from ganscope.server.store import queue as queue_store
@@ -68,6 +69,8 @@ def upload_limit(request: Request) -> int:
 
 
 def _cause(exc: BaseException) -> str:
+    if isinstance(exc, LowDiskSpace):
+        return exc.strerror
     if isinstance(exc, OSError):
         if exc.errno == errno.ENOSPC:
             return "disk full"
@@ -89,16 +92,19 @@ _storage_lock = threading.Lock()
 
 def _log_storage_error(what: str, exc: BaseException) -> None:
     cause = _cause(exc)
+    # The reserve's message carries the free space, which changes: one key for all of them. It is the
+    # server's own refusal, not a failure, so it never needs a traceback.
+    key = "disk nearly full" if isinstance(exc, LowDiskSpace) else cause
     now = time.monotonic()
     with _storage_lock:
-        last, suppressed = _storage_logged.get(cause, (None, 0))
+        last, suppressed = _storage_logged.get(key, (None, 0))
         if last is not None and now - last < STORAGE_LOG_EVERY_S:
-            _storage_logged[cause] = (last, suppressed + 1)
+            _storage_logged[key] = (last, suppressed + 1)
             return
-        _storage_logged[cause] = (now, 0)
+        _storage_logged[key] = (now, 0)
     more = f" ({suppressed} more like it in the last {STORAGE_LOG_EVERY_S:.0f} s)" if suppressed else ""
     log.error("storage error while %s: %s%s; answering 503 until it clears", what, cause, more,
-              exc_info=exc if last is None else None)
+              exc_info=exc if last is None and not isinstance(exc, LowDiskSpace) else None)
 
 
 @contextmanager

@@ -29,6 +29,7 @@ from ganscope.server.api.common import (
 from ganscope.server.api.wire import bad_metric_values
 from ganscope.server.auth import Authorized
 from ganscope.server.db import Database
+from ganscope.server.disk_room import ensure_room
 from ganscope.server.deps import DB, MAX_INT64, BrokerDep, SettingsDep, RunId, StepParam
 from ganscope.server.downsample import to_json
 from ganscope.server.live import Broker
@@ -109,9 +110,12 @@ def refuse_if_finished(run: Any) -> None:
 
     Workers and the SDK send a run's `finish` only after every earlier entry of their spool, so this
     refuses only data that really came late. An SDK run failed for its silence still takes data: its
-    script was paused, not killed (a heartbeat or finish from it puts the run back).
+    script was paused, not killed (a heartbeat or finish from it puts the run back). So does a run the
+    server stopped because its storage failed: its worker kept what the server could not store, and
+    replays it when space returns; refusing it then would lose exactly the data the stop was about.
     """
-    if run.status in FINAL and not (run.kind == "sdk" and run.status == "failed" and _silent(run.error)):
+    if run.status in FINAL and not (run.kind == "sdk" and run.status == "failed" and _silent(run.error)) \
+            and not (run.status == "stopped" and (run.stop_reason or "").startswith(storage_stall.REASON_PREFIX)):
         raise HTTPException(409, f"run {run.id} is already {run.status}: a finished run takes no more data")
 
 
@@ -126,8 +130,11 @@ def _answer_action(run: Any) -> queue_store.Action:
 
 
 def ingest_metrics(db: Database, broker: Broker, detectors_on: bool, run_id: int,
-                   series: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
-    with storage_errors("storing metrics"), db.write() as s:
+                   series: dict[str, tuple[np.ndarray, np.ndarray]], settings: Any = None) -> dict[str, Any]:
+    with storage_stall.watch(db, settings, run_id, broker, "metrics"), storage_errors("storing metrics"), \
+            db.write() as s:
+        if settings is not None:
+            ensure_room(settings)
         run = get_run(s, run_id, lock=True)  # PostgreSQL: batches of one run write one at a time
         if run is None:
             raise not_found(run_id)
@@ -140,6 +147,7 @@ def ingest_metrics(db: Database, broker: Broker, detectors_on: bool, run_id: int
         if run.status == "running" and result.accepted:
             run.heartbeat_at = utcnow()  # data is proof of life too (SDK runs have no heartbeat call)
         action = _answer_action(run)
+    storage_stall.stored(run_id, "metrics")
     if result.accepted:
         # Points first, then any alert judged on them: a page shades an alert over points it already has.
         if broker.subscriber_count():
@@ -171,7 +179,7 @@ async def post_metrics(run_id: RunId, request: Request, _: Authorized, db: DB, b
     Answer {accepted, duplicates, action, reason}; action tells a worker to continue, cancel, stop or release."""
     series = parse_series(parse_json(await read_body(request, json_limit(request), "metrics batch")))
     detectors_on = settings.detectors.lower() not in ("off", "0", "false", "no")
-    return await run_in_threadpool(ingest_metrics, db, broker, detectors_on, run_id, series)
+    return await run_in_threadpool(ingest_metrics, db, broker, detectors_on, run_id, series, settings)
 
 
 def _check_kind(kind: str) -> None:
@@ -193,6 +201,7 @@ async def post_sample(run_id: RunId, request: Request, _: Authorized, db: DB, br
 
     def save() -> str:
         with storage_stall.watch(db, settings, run_id, broker), storage_errors("saving a sample"), db.write() as s:
+            ensure_room(settings, len(png))
             run = get_run(s, run_id)
             if run is None:
                 raise not_found(run_id)
@@ -209,7 +218,8 @@ async def post_sample(run_id: RunId, request: Request, _: Authorized, db: DB, br
 
 
 @router.post("/api/runs/{run_id}/snapshots", status_code=201)
-async def post_snapshot(run_id: RunId, request: Request, _: Authorized, db: DB, broker: BrokerDep) -> Response:
+async def post_snapshot(run_id: RunId, request: Request, _: Authorized, db: DB, broker: BrokerDep,
+                        settings: SettingsDep) -> Response:
     """{"step", "kind": "toy", "payload": {...}}: a density/scatter snapshot; re-posting a step replaces it."""
     data = parse_json(await read_body(request, json_limit(request), "snapshot"))
     errors: list[tuple[list[Any], str]] = []
@@ -226,12 +236,15 @@ async def post_snapshot(run_id: RunId, request: Request, _: Authorized, db: DB, 
         raise unprocessable(errors)
 
     def save() -> None:
-        with storage_errors("saving a snapshot"), db.write() as s:
+        with storage_stall.watch(db, settings, run_id, broker), storage_errors("saving a snapshot"), \
+                db.write() as s:
+            ensure_room(settings)
             run = get_run(s, run_id)
             if run is None:
                 raise not_found(run_id)
             refuse_if_finished(run)
             artifacts.save_snapshot(s, run_id, step, kind, payload)
+        storage_stall.stored(run_id)
 
     await run_in_threadpool(save)
     broker.publish(run_id, "snapshot", {"step": step, "kind": kind})
@@ -260,6 +273,7 @@ async def put_checkpoint(run_id: RunId, step: StepParam, request: Request, _: Au
     final = settings.artifacts_dir / artifacts.checkpoint_rel(run_id, step)
     size = 0
     with storage_stall.watch(db, settings, run_id, broker), storage_errors("saving a checkpoint"):
+        ensure_room(settings, int(declared) if declared is not None and declared.isdigit() else 0)
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
     tmp = Path(tmp_name)
