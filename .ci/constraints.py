@@ -73,6 +73,9 @@ def closure() -> dict[str, metadata.Distribution]:
         for raw in dist.requires or []:
             sub = Requirement(raw)
             if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in ("", *req.extras)):
+                # Judged here, with the extras its parent was asked for: popped, it must not be judged again
+                # without them (that dropped uvicorn[standard]'s httptools, psycopg[binary]'s wheel, ...).
+                sub.marker = None
                 todo.append(sub)
     return {canonicalize_name(d.metadata["Name"]): d for d in found.values()}
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
+from importlib import metadata
+from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from tests.harness import REPO
 
@@ -50,3 +55,23 @@ def test_generator_reproduces_the_file_for_this_environment() -> None:
     pins = _pins()
     same = {n for n in pins if generated.get(n) == pins[n]}
     assert len(same) >= 0.9 * len(pins), f"the environment drifted from constraints.txt: {set(pins) - same}"
+
+
+@pytest.mark.skipif(not os.environ.get("CI"), reason="CI builds a new virtualenv; a developer's may hold more")
+def test_ci_runs_in_a_virtualenv_built_from_nothing_but_the_pins() -> None:
+    # .ci/run makes build/ci-venv afresh and installs '.[dev]' into it from the index with the constraints:
+    # whatever the index has released since, the suite runs on exactly the pinned toolchain, and every
+    # package the install pulled in is pinned (an unpinned one would be free to change next month).
+    assert sys.prefix != sys.base_prefix, "the suite is not running in a virtualenv"
+    assert Path(sys.prefix).resolve() == (REPO / "build" / "ci-venv").resolve(), sys.prefix
+    import fastapi
+    import torch
+
+    for module in (torch, fastapi, pytest):
+        assert Path(module.__file__).resolve().is_relative_to(Path(sys.prefix).resolve()), module.__file__
+    installed = {canonicalize_name(d.metadata["Name"]): Version(d.version).public for d in metadata.distributions()}
+    pins = _pins()
+    wrong = {n: (pins[n], v) for n, v in installed.items() if n in pins and v != pins[n]}
+    unpinned = set(installed) - set(pins) - {"ganscope", "pip", "setuptools", "wheel"}
+    assert not wrong, f"installed versions differ from constraints.txt (pin, installed): {wrong}"
+    assert not unpinned, f"installed but not pinned in constraints.txt: {sorted(unpinned)}"
