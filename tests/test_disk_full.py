@@ -132,6 +132,7 @@ def test_disk_that_stays_full_stops_the_run_with_the_reason_and_loses_nothing(sm
             acknowledged = _metric_steps(c, run_id)
             assert acknowledged == list(range(1, len(acknowledged) + 1))
             assert run["step"] < 5000, "the run trained on blind to the end"
+            assert run["error"] is None or "told to stop: storage_error:" in run["error"], run["error"]
             assert not _spool_files(tmp_path, "rejected/*")
             spooled = _spool_files(tmp_path, "*.req")
             assert spooled, "the points the server could not take must wait in the worker's spool"

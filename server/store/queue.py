@@ -54,7 +54,10 @@ def _requeue_or_fail(run: Run, why: str) -> None:
         # The user or a detector asked it to end; the worker can no longer say so itself.
         run.status = "cancelled" if run.control == "cancel" else "stopped"
         run.finished_at = utcnow()
-        run.error = why
+        # Say why it had been told to end: a worker whose final status waits in its spool (a full disk)
+        # goes quiet on purpose, and "went silent" alone would hide the cause.
+        told = f"; it had been told to stop: {run.stop_reason}" if run.control == "stop" and run.stop_reason else ""
+        run.error = f"{why}{told}"[:10_000]
         return
     if run.attempts >= run.max_attempts:
         run.status = "failed"
