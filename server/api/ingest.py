@@ -130,11 +130,10 @@ def _answer_action(run: Any) -> queue_store.Action:
 
 
 def ingest_metrics(db: Database, broker: Broker, detectors_on: bool, run_id: int,
-                   series: dict[str, tuple[np.ndarray, np.ndarray]], settings: Any = None) -> dict[str, Any]:
+                   series: dict[str, tuple[np.ndarray, np.ndarray]], settings: Any) -> dict[str, Any]:
     with storage_stall.watch(db, settings, run_id, broker, "metrics"), storage_errors("storing metrics"), \
             db.write() as s:
-        if settings is not None:
-            ensure_room(settings)
+        ensure_room(settings)
         run = get_run(s, run_id, lock=True)  # PostgreSQL: batches of one run write one at a time
         if run is None:
             raise not_found(run_id)

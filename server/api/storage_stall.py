@@ -45,7 +45,7 @@ def watch(db: Database, settings: Any, run_id: int, broker: Broker | None = None
     try:
         yield
     except HTTPException as exc:
-        if exc.status_code == 503 and settings is not None:
+        if exc.status_code == 503:
             failed(db, settings, run_id, str(exc.detail), broker, kind)
         raise
 
